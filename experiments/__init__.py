@@ -1,0 +1,1 @@
+"""Entry points: ``python -m experiments.run`` (one experiment) and ``python -m experiments.sweep``."""

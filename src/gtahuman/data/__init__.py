@@ -1,0 +1,1 @@
+"""Data layer: format readers/writers, the sample index, crop cache, samplers, datamodules."""

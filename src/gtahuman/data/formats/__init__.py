@@ -1,0 +1,1 @@
+"""Readers and writers of the real dataset formats: raw GTA-Human release, HumanData npz, SPIN npz."""
