@@ -8,17 +8,17 @@ find the one bad file. The helpers here turn raw values into float32 arrays with
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gtahuman.atomic import atomic_output  # noqa: F401  (re-exported for the format writers)
 
 # A dimension in a shape spec: a concrete size, or None for "any size".
 Dim = int | None
@@ -121,25 +121,6 @@ def check_lengths_agree(
         elif length != expected:
             raise DataFormatError(path, key, f"{expected} rows (as {expected_from})", f"{length} rows")
     return -1 if expected is None else expected
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path`` atomically.
-
-    An interrupted writer then leaves the old file (or none), never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_npz(path: str | os.PathLike, what: str) -> dict[str, Any]:
