@@ -1,0 +1,380 @@
+"""3D pose and shape errors: batched pure functions and DDP-syncable torchmetrics classes.
+
+Pure functions take points in metres, shaped (B, J, 3), and return per-sample values in the
+input unit (errors) or in percent (PCK, AUC). Half-precision inputs are computed in float32;
+other float dtypes are kept. Which joints, which root and which units a benchmark uses is the
+business of `gtahuman.evaluation` (named protocols); this module only does arithmetic.
+
+Masks are (B, J) and a joint is valid where mask > 0. A per-sample mean over no valid joint
+is NaN. The metric classes keep a *global* mean over valid (sample, joint) entries, the
+mmhuman3d definition; with every joint valid and the same J per sample this equals the mean of
+the per-sample means, which is what `evaluation.summarize` reports.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+__all__ = [
+    "MPJPE",
+    "PAMPJPE",
+    "PVE",
+    "AccelError",
+    "PerSampleErrors",
+    "acceleration",
+    "acceleration_error",
+    "auc",
+    "joint_errors",
+    "mpjpe",
+    "pa_mpjpe",
+    "pck",
+    "pve",
+    "sequence_acceleration_error",
+    "similarity_procrustes",
+]
+
+AUC_MAX_THRESHOLD = 0.15  # metres: AUC over linspace(0, 150 mm, 31), as mmhuman3d's 3DAUC
+AUC_NUM_THRESHOLDS = 31
+
+
+def _as_float(x: Tensor, name: str) -> Tensor:
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+    # SVD and norms are not implemented (or too coarse) in half precision.
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_pair(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
+        raise ValueError(
+            f"pred and gt: expected equal shapes (B, J, 3), got {tuple(pred.shape)} and {tuple(gt.shape)}"
+        )
+    pred = _as_float(pred, "pred")
+    return pred, _as_float(gt, "gt").to(pred.dtype)
+
+
+def _joint_weights(mask: Tensor | None, pred: Tensor) -> Tensor | None:
+    """(B, J) mask -> (B, J) 0/1 weights in pred's dtype, or None for 'all valid'."""
+    if mask is None:
+        return None
+    if mask.shape != pred.shape[:2]:
+        raise ValueError(f"mask: expected shape {tuple(pred.shape[:2])} (B, J), got {tuple(mask.shape)}")
+    return (mask > 0).to(pred.dtype)
+
+
+def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Align each sample of `pred` (B, J, 3) to `gt` by the best similarity transform.
+
+    Per sample: centre both sets; K = X1ᵀ·X2 (3x3, X1 = centred pred rows); SVD K = U S Vᵀ;
+    Z = diag(1, 1, sign(det(U Vᵀ))) so R is a rotation, never a reflection; R = V Z Uᵀ;
+    s = trace(R K) / ‖X1‖²_F; t = μ_gt − s R μ_pred; returns s R p + t. With a mask only the
+    valid joints enter the fit (all joints are transformed).
+    """
+    pred, gt = _check_pair(pred, gt)
+    w = _joint_weights(mask, pred)
+    if w is None:
+        mu_pred, mu_gt = pred.mean(dim=1, keepdim=True), gt.mean(dim=1, keepdim=True)
+        x1, x2 = pred - mu_pred, gt - mu_gt
+        x1_fit = x1
+    else:
+        w = w[..., None]
+        count = w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        mu_pred = (w * pred).sum(dim=1, keepdim=True) / count
+        mu_gt = (w * gt).sum(dim=1, keepdim=True) / count
+        x1, x2 = pred - mu_pred, gt - mu_gt
+        x1_fit = x1 * w  # weights are 0/1: masked joints drop out of K and of ‖X1‖²
+    k = x1_fit.mT @ x2
+    u, singular, vh = torch.linalg.svd(k)
+    sign = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(pred.dtype)
+    vh = torch.cat([vh[:, :2], vh[:, 2:] * sign[:, None, None]], dim=1)  # rows of Vᵀ: Z Vᵀ
+    rot = vh.mT @ u.mT  # V Z Uᵀ
+    # trace(R K) = trace(V Z Uᵀ U S Vᵀ) = trace(Z S)
+    trace_rk = singular[:, 0] + singular[:, 1] + sign * singular[:, 2]
+    var_pred = (x1_fit * x1).sum(dim=(1, 2))
+    scale = trace_rk / var_pred.clamp_min(torch.finfo(pred.dtype).tiny)
+    # s R p + t with t = μ_gt − s R μ_pred, written as s R (p − μ_pred) + μ_gt
+    return scale[:, None, None] * (x1 @ rot.mT) + mu_gt
+
+
+def joint_errors(pred: Tensor, gt: Tensor) -> Tensor:
+    """Euclidean distance per joint, (B, J)."""
+    pred, gt = _check_pair(pred, gt)
+    return torch.linalg.vector_norm(pred - gt, dim=-1)
+
+
+def _masked_mean(errors: Tensor, weights: Tensor | None) -> Tensor:
+    if weights is None:
+        return errors.mean(dim=1)
+    # 0/0 -> NaN on purpose: a sample without valid joints has no error.
+    return (errors * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+def mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean per-joint position error per sample, (B,), in the input unit. No root alignment here."""
+    errors = joint_errors(pred, gt)
+    return _masked_mean(errors, _joint_weights(mask, errors[..., None]))
+
+
+def pa_mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
+    """MPJPE after per-sample similarity Procrustes alignment, (B,)."""
+    return mpjpe(similarity_procrustes(pred, gt, mask), gt, mask)
+
+
+def pve(pred_vertices: Tensor, gt_vertices: Tensor) -> Tensor:
+    """Per-vertex error per sample, (B,): mean over vertices of ‖pred − gt‖, no alignment."""
+    return mpjpe(pred_vertices, gt_vertices)
+
+
+def pck(pred: Tensor, gt: Tensor, threshold: float = 0.15, mask: Tensor | None = None) -> Tensor:
+    """Percent of valid joints with error strictly below `threshold` (input unit), (B,)."""
+    errors = joint_errors(pred, gt)
+    hits = (errors < threshold).to(errors.dtype)
+    return 100.0 * _masked_mean(hits, _joint_weights(mask, errors[..., None]))
+
+
+def auc(
+    pred: Tensor,
+    gt: Tensor,
+    mask: Tensor | None = None,
+    max_threshold: float = AUC_MAX_THRESHOLD,
+    num_thresholds: int = AUC_NUM_THRESHOLDS,
+) -> Tensor:
+    """Mean of PCK (percent) over linspace(0, max_threshold, num_thresholds), (B,)."""
+    errors = joint_errors(pred, gt)
+    thresholds = torch.linspace(0.0, max_threshold, num_thresholds, dtype=errors.dtype, device=errors.device)
+    hits = (errors[..., None] < thresholds).to(errors.dtype).mean(dim=-1)  # (B, J)
+    return 100.0 * _masked_mean(hits, _joint_weights(mask, errors[..., None]))
+
+
+# ----------------------------------------------------------------------------- acceleration
+
+
+def _check_track(pred: Tensor, gt: Tensor | None = None) -> None:
+    if pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"track: expected shape (T, J, 3), got {tuple(pred.shape)}")
+    if gt is not None and gt.shape != pred.shape:
+        raise ValueError(f"pred and gt tracks: shapes differ, {tuple(pred.shape)} vs {tuple(gt.shape)}")
+
+
+def _second_difference(x: Tensor) -> Tensor:
+    """x[t-1] - 2 x[t] + x[t+1] for t = 1..T-2 (no /dt²: the unit is input-unit per frame²)."""
+    return x[:-2] - 2.0 * x[1:-1] + x[2:]
+
+
+def _triplet_valid(num_frames: int, visible: Tensor | None, device: torch.device) -> Tensor:
+    """(T-2,) bool: the centre frame and both neighbours are visible."""
+    if visible is None:
+        return torch.ones(max(num_frames - 2, 0), dtype=torch.bool, device=device)
+    if visible.shape != (num_frames,):
+        raise ValueError(f"mask: expected per-frame shape ({num_frames},), got {tuple(visible.shape)}")
+    v = visible > 0
+    return v[:-2] & v[1:-1] & v[2:]
+
+
+def _nan_where_invalid(values: Tensor, valid: Tensor) -> Tensor:
+    return torch.where(valid, values, torch.full_like(values, float("nan")))
+
+
+def acceleration(joints: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-frame mean over joints of ‖second difference‖, (T-2,); entry i is frame i+1.
+
+    Frames whose triplet touches an invisible frame (mask (T,) <= 0) are NaN.
+    """
+    _check_track(joints)
+    joints = _as_float(joints, "joints")
+    if joints.shape[0] < 3:
+        return joints.new_empty(0)
+    values = torch.linalg.vector_norm(_second_difference(joints), dim=-1).mean(dim=-1)
+    return _nan_where_invalid(values, _triplet_valid(joints.shape[0], mask, joints.device))
+
+
+def acceleration_error(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-frame mean over joints of ‖a_pred − a_gt‖ (VIBE's ACCEL_ERR), (T-2,).
+
+    a is the second difference (no division by Δt²). Entry i belongs to frame i+1 and is NaN
+    unless frames i, i+1 and i+2 are all visible.
+    """
+    _check_track(pred, gt)
+    pred, gt = _check_pair(pred, gt)
+    if pred.shape[0] < 3:
+        return pred.new_empty(0)
+    diff = _second_difference(pred) - _second_difference(gt)
+    values = torch.linalg.vector_norm(diff, dim=-1).mean(dim=-1)
+    return _nan_where_invalid(values, _triplet_valid(pred.shape[0], mask, pred.device))
+
+
+def sequence_acceleration_error(
+    pred: Tensor,
+    gt: Tensor,
+    sequence_ids: Tensor,
+    mask: Tensor | None = None,
+    frame_ids: Tensor | None = None,
+) -> Tensor:
+    """Acceleration error over frames stored sequence after sequence, (T-2,).
+
+    A triplet counts only if its three frames carry the same sequence id (and, if `frame_ids`
+    are given, consecutive frame numbers), so no second difference spans two sequences or a
+    gap. Unlike VIBE, which differences the concatenated test windows. Invalid entries are NaN.
+    """
+    errors = acceleration_error(pred, gt, mask)
+    n = pred.shape[0]
+    if sequence_ids.shape != (n,):
+        raise ValueError(f"sequence_ids: expected shape ({n},), got {tuple(sequence_ids.shape)}")
+    if n < 3:
+        return errors
+    s = sequence_ids
+    valid = (s[:-2] == s[1:-1]) & (s[1:-1] == s[2:])
+    if frame_ids is not None:
+        if frame_ids.shape != (n,):
+            raise ValueError(f"frame_ids: expected shape ({n},), got {tuple(frame_ids.shape)}")
+        step = frame_ids[1:] - frame_ids[:-1]
+        valid &= (step[:-1] == 1) & (step[1:] == 1)
+    return _nan_where_invalid(errors, valid.to(errors.device))
+
+
+# ----------------------------------------------------------------------------- torchmetrics
+
+
+class _GlobalMeanError(Metric):
+    """Sum of errors and count of valid entries (both 'sum'-reduced across processes)."""
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = False
+
+    def __init__(self, unit_scale: float = 1000.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.unit_scale = unit_scale  # metres -> millimetres by default
+        # float64 accumulators: 35k x 14 float32 terms lose digits otherwise.
+        self.add_state("error_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _accumulate(self, errors: Tensor, mask: Tensor | None) -> None:
+        weights = _joint_weights(mask, errors[..., None])
+        weights = torch.ones_like(errors) if weights is None else weights
+        self.error_sum += (errors.double() * weights.double()).sum()
+        self.count += weights.double().sum()
+
+    def compute(self) -> Tensor:
+        return self.error_sum / self.count * self.unit_scale  # NaN before any valid entry
+
+
+class MPJPE(_GlobalMeanError):
+    """Global mean joint error over valid (sample, joint) entries, x unit_scale (mm)."""
+
+    def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
+        self._accumulate(joint_errors(pred, gt), mask)
+
+
+class PAMPJPE(_GlobalMeanError):
+    """MPJPE after per-sample similarity Procrustes alignment (fit on valid joints)."""
+
+    def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
+        self._accumulate(joint_errors(similarity_procrustes(pred, gt, mask), gt), mask)
+
+
+class PVE(_GlobalMeanError):
+    """Mean per-vertex error over all (sample, vertex) entries, no alignment."""
+
+    def update(self, pred_vertices: Tensor, gt_vertices: Tensor) -> None:
+        self._accumulate(joint_errors(pred_vertices, gt_vertices), None)
+
+
+class AccelError(Metric):
+    """Acceleration error within sequences, x unit_scale (mm per frame²).
+
+    Frames are kept (cat states) with their sequence and frame ids, because a distributed
+    sampler hands neighbouring frames to different processes and batches; compute() gathers
+    them, drops duplicate (sequence, frame) pairs (sampler padding), sorts them and averages
+    the error over triplets of consecutive frames of one sequence.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = False
+
+    def __init__(self, unit_scale: float = 1000.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.unit_scale = unit_scale
+        for name in ("pred", "gt", "sequence_ids", "frame_ids"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, gt: Tensor, sequence_ids: Tensor, frame_ids: Tensor) -> None:
+        pred, gt = _check_pair(pred, gt)
+        n = pred.shape[0]
+        for name, ids in (("sequence_ids", sequence_ids), ("frame_ids", frame_ids)):
+            if ids.shape != (n,) or torch.is_floating_point(ids):
+                raise ValueError(f"{name}: expected integer shape ({n},), got {ids.dtype} {tuple(ids.shape)}")
+        self.pred.append(pred)
+        self.gt.append(gt)
+        self.sequence_ids.append(sequence_ids.long())
+        self.frame_ids.append(frame_ids.long())
+
+    def compute(self) -> Tensor:
+        if isinstance(self.pred, list) and not self.pred:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        seq, frame = dim_zero_cat(self.sequence_ids), dim_zero_cat(self.frame_ids)
+        # Lexicographic (sequence, frame) order via two stable sorts.
+        order = torch.sort(frame, stable=True).indices
+        order = order[torch.sort(seq[order], stable=True).indices]
+        seq, frame = seq[order], frame[order]
+        keep = torch.ones_like(seq, dtype=torch.bool)
+        keep[1:] = (seq[1:] != seq[:-1]) | (frame[1:] != frame[:-1])
+        order = order[keep]
+        errors = sequence_acceleration_error(
+            dim_zero_cat(self.pred)[order], dim_zero_cat(self.gt)[order], seq[keep], frame_ids=frame[keep]
+        )
+        return errors.double().nanmean() * self.unit_scale
+
+
+class PerSampleErrors(Metric):
+    """Per-sample errors with their sample ids, for writing out and per-bin analysis.
+
+    update(sample_ids (B,), name=(B,) tensor for every name given at construction). Values are
+    stored as given (pass millimetres from `evaluation.evaluate_joints`). compute() returns
+    {"sample_id": (N,), name: (N,), ...} sorted by id, keeping the first copy of a repeated id
+    (a distributed sampler pads the last batch with repeats).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(self, names: Sequence[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not names or "sample_id" in names:
+            raise ValueError(f"names: expected a non-empty list without 'sample_id', got {list(names)}")
+        self.names = tuple(names)
+        self.add_state("sample_ids", default=[], dist_reduce_fx="cat")
+        for name in self.names:
+            self.add_state(f"errors_{name}", default=[], dist_reduce_fx="cat")
+
+    def update(self, sample_ids: Tensor, **errors: Tensor) -> None:
+        if set(errors) != set(self.names):
+            raise KeyError(f"PerSampleErrors.update: expected errors {sorted(self.names)}, got {sorted(errors)}")
+        n = sample_ids.shape[0]
+        if sample_ids.ndim != 1 or torch.is_floating_point(sample_ids):
+            raise ValueError(f"sample_ids: expected a 1-D integer tensor, got {sample_ids.dtype} {tuple(sample_ids.shape)}")
+        for name, values in errors.items():
+            if values.shape != (n,):
+                raise ValueError(f"errors '{name}': expected shape ({n},), got {tuple(values.shape)}")
+            getattr(self, f"errors_{name}").append(values.detach().double())
+        self.sample_ids.append(sample_ids.long())
+
+    def compute(self) -> dict[str, Tensor]:
+        if isinstance(self.sample_ids, list) and not self.sample_ids:
+            empty = torch.empty(0, dtype=torch.float64)
+            return {"sample_id": torch.empty(0, dtype=torch.long), **{n: empty for n in self.names}}
+        ids = dim_zero_cat(self.sample_ids)
+        order = torch.sort(ids, stable=True).indices
+        sorted_ids = ids[order]
+        keep = torch.ones_like(sorted_ids, dtype=torch.bool)
+        keep[1:] = sorted_ids[1:] != sorted_ids[:-1]
+        order = order[keep]
+        result = {"sample_id": ids[order]}
+        for name in self.names:
+            result[name] = dim_zero_cat(getattr(self, f"errors_{name}"))[order]
+        return result
