@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _default_mode() -> int:
+    """Permissions a plain ``open()`` would give (mkstemp's are 0600, unreadable to others)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file for writing; on clean exit it replaces ``path`` atomically."""
@@ -24,6 +31,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -52,6 +60,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

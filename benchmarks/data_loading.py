@@ -1,0 +1,108 @@
+"""Samples/s per CPU core: decoding full 1920x1080 frames vs reading the crop cache.
+
+    python benchmarks/data_loading.py [--frames 50] [--passes 3] [--img-res 224] [--crop-res 256]
+                                      [--dir DIR]
+
+Writes ``--frames`` synthetic 1920x1080 JPEGs (quality 90, textured so they compress like
+photos) with a random person box each (synthesize_index), builds a crop cache of them, then
+times the same training pipeline (``IndexDataset`` + ``TrainTransform``, augmentation on) in
+one process with one torch thread, so the figures are per core:
+
+- ``full_frame``: decode the whole JPEG, crop, augment (what training costs without a cache);
+- ``full_frame_reduced``: the same with JPEG DCT-reduced decoding (the dataset's default when
+  the box is large enough);
+- ``crop_cache``: decode the cached crop_res crop, augment.
+
+Each pipeline is timed over ``--passes`` passes over all frames after a warm-up pass (the page
+cache then holds the files, as it does in training after the first epoch). Prints ``name:
+value`` lines; the last is ``ratio`` = crop_cache samples/s / full_frame samples/s.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gtahuman.data.crop_cache import build_crop_cache
+from gtahuman.data.datasets import IndexDataset
+from gtahuman.data.index import synthesize_index
+from gtahuman.data.transforms import AugmentConfig, TrainTransform
+
+
+def textured_frame(rng: np.random.Generator, width: int = 1920, height: int = 1080) -> np.ndarray:
+    """Smooth colour fields plus fine noise and blocks: a JPEG of a few hundred KB, like a photo."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    frame = np.stack([127 + 90 * np.sin(x / rng.uniform(20, 90) + p) * np.cos(y / rng.uniform(20, 90) - p)
+                      for p in phases], axis=-1)
+    for _ in range(40):
+        x0, y0 = rng.integers(0, width - 100), rng.integers(0, height - 100)
+        frame[y0:y0 + rng.integers(20, 200), x0:x0 + rng.integers(20, 200)] = rng.uniform(0, 255, 3)
+    frame += rng.normal(0, 6, frame.shape).astype(np.float32)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def samples_per_second(dataset: IndexDataset, passes: int) -> float:
+    for i in range(len(dataset)):  # warm-up: page cache, allocator, lazy opens
+        dataset[i]
+    start = time.perf_counter()
+    for epoch in range(passes):
+        for i in range(len(dataset)):
+            dataset[(epoch, i)]
+    return passes * len(dataset) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--img-res", type=int, default=224)
+    parser.add_argument("--crop-res", type=int, default=256)
+    parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # per-core figures
+    work = args.dir or Path(tempfile.mkdtemp(prefix="gtahuman_data_loading_"))
+    try:
+        rng = np.random.default_rng(0)
+        index = synthesize_index(args.frames, rng)
+        frame_bytes = 0
+        for i in range(args.frames):
+            path = work / index.image_path(i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(textured_frame(rng)).save(path, quality=90)
+            frame_bytes += path.stat().st_size
+        start = time.perf_counter()
+        build_crop_cache(index, work, work / "cache", crop_res=args.crop_res, progress=False)
+        build_s = time.perf_counter() - start
+        cache_bytes = (work / "cache" / "crops.bin").stat().st_size
+
+        transform = TrainTransform(AugmentConfig(img_res=args.img_res), seed=0)
+        pipelines = {
+            "full_frame": IndexDataset(index, transform=transform, image_root=work, reduced_decoding=False),
+            "full_frame_reduced": IndexDataset(index, transform=transform, image_root=work),
+            "crop_cache": IndexDataset(index, transform=transform, crop_cache=work / "cache"),
+        }
+        rates = {name: samples_per_second(ds, args.passes) for name, ds in pipelines.items()}
+
+        print(f"frames: {args.frames}")
+        print(f"frame_kib_mean: {frame_bytes / args.frames / 1024:.1f}")
+        print(f"cached_crop_kib_mean: {cache_bytes / args.frames / 1024:.1f}")
+        print(f"cache_build_ms_per_frame: {1000 * build_s / args.frames:.2f}")
+        for name, rate in rates.items():
+            print(f"{name}_samples_per_s: {rate:.1f}")
+            print(f"{name}_ms_per_sample: {1000 / rate:.2f}")
+        print(f"ratio_reduced_vs_full: {rates['full_frame_reduced'] / rates['full_frame']:.2f}")
+        print(f"ratio: {rates['crop_cache'] / rates['full_frame']:.2f}")
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""``MixedDataModule``: the training mixture, the DA source/target pair and named eval sets.
+
+Every argument is explicit and typed (never a config tree), so checkpoints are self-describing.
+Train sources are concatenated (``source`` id = position in ``train_sources``, ``sample_id`` =
+global position) and drawn by a registered sampler (:mod:`.samplers`) built from the
+concatenation's ``sources`` array and factor columns. Modes:
+
+- ``blended``: one loader over the mixture;
+- ``finetune``: the same with an explicit ``epoch_length`` (samples per epoch);
+- ``adaptation``: ``train_dataloader`` returns Lightning's ``CombinedLoader({'source': real,
+  'target': synthetic}, 'max_size_cycle')``. The configured sampler draws the source (role
+  'real') batches; the target sources (role 'synthetic') get a size-weighted ``mixture``
+  sampler of the same epoch length that cycles through the target pool (whole shuffled passes,
+  a fresh order each pass) and so stays resumable. Both batches have the same size, as the DA
+  losses need.
+
+``batch_size`` is global and divided by the world size. Use ``Trainer(use_distributed_sampler=
+False)``: the samplers shard themselves. Mid-epoch resume: Lightning calls ``state_dict()`` when
+it checkpoints; the samplers record ``consumed = batches_seen x per-rank batch`` (batches_seen
+from the trainer's progress, not from the prefetching loader) and the restored run continues
+with exactly the remaining samples. Eval loaders visit every sample once (``sequential``).
+Augmentation draws depend on (seed, epoch, sample_id) only: the sampler tags each index with
+its epoch, so even persistent workers augment reproducibly.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch.distributed as dist
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Sampler
+
+from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset
+from gtahuman.data.index import SampleIndex
+from gtahuman.data.sampler_plans import EpochSampler
+from gtahuman.data.samplers import SAMPLERS, describe
+from gtahuman.data.transforms import AugmentConfig, TestTransform, TrainTransform
+
+Mode = Literal["blended", "finetune", "adaptation"]
+# Numeric per-sample factors offered to the factor samplers (categorical codes are per-index
+# vocabularies and would need recoding to be comparable across sources).
+FACTOR_COLUMNS = ("cam_elevation", "cam_azimuth", "pose_dist_mean", "pose_dist_tpose", "occluded_ratio",
+                  "self_occluded_ratio", "truncation", "daytime_hours")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One dataset: its saved index, where its pixels are, and its role in the mixture."""
+
+    name: str
+    index_dir: str
+    image_root: str | None = None
+    crop_cache_dir: str | None = None
+    role: Literal["real", "synthetic"] = "real"
+
+    def __post_init__(self) -> None:
+        if self.role not in ("real", "synthetic"):
+            raise ValueError(f"source '{self.name}': role must be 'real' or 'synthetic'; got {self.role!r}")
+        if self.image_root is None and self.crop_cache_dir is None:
+            raise ValueError(f"source '{self.name}': give image_root or crop_cache_dir")
+
+    @classmethod
+    def of(cls, value: SourceSpec | Mapping[str, Any]) -> SourceSpec:
+        """A SourceSpec from itself or its dict form (as stored in checkpoint hyperparameters)."""
+        if isinstance(value, SourceSpec):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a SourceSpec or a mapping of its fields, got {type(value).__name__}")
+        unknown = set(value) - {f.name for f in fields(cls)}
+        if unknown:
+            raise KeyError(f"source spec {dict(value)}: unknown key(s) {sorted(unknown)}; "
+                           f"expected {[f.name for f in fields(cls)]}")
+        return cls(**{k: (str(v) if k.endswith(("_dir", "_root")) and v is not None else v)
+                      for k, v in value.items()})
+
+
+class EpochTaggedSampler(Sampler):
+    """Yields ``(epoch, index)`` from an :class:`EpochSampler` (datasets accept such keys);
+    ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to the wrapped sampler."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch  # read at the first next(), when the sampler builds its plan
+        for i in self.sampler:
+            yield epoch, i
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class _ConcatenatedFactors(Mapping):
+    """Factor name -> values over the concatenated sources, concatenated only when asked."""
+
+    def __init__(self, indices: Sequence[SampleIndex]):
+        self._indices = indices
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in FACTOR_COLUMNS:
+            raise KeyError(name)
+        return np.concatenate([np.asarray(index[name], np.float64) for index in self._indices])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FACTOR_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(FACTOR_COLUMNS)
+
+
+class MixedDataModule(L.LightningDataModule):
+    """See the module docstring. ``world_size``/``rank`` override the trainer's (for tests and
+    tools run outside a Trainer)."""
+
+    def __init__(
+        self,
+        train_sources: Sequence[SourceSpec | Mapping[str, Any]] = (),
+        sampler: str = "mixture",
+        sampler_args: Mapping[str, Any] | None = None,
+        val_sets: Mapping[str, SourceSpec | Mapping[str, Any]] | None = None,
+        test_sets: Mapping[str, SourceSpec | Mapping[str, Any]] | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        img_res: int = 224,
+        bbox_margin: float = 1.0,
+        augment: bool = True,
+        seed: int = 0,
+        mode: Mode = "blended",
+        epoch_length: int | None = None,
+        drop_last: bool = True,
+        max_bad_samples: int = 100,
+        world_size: int | None = None,
+        rank: int | None = None,
+    ):
+        super().__init__()
+        if mode not in ("blended", "finetune", "adaptation"):
+            raise ValueError(f"MixedDataModule: mode must be 'blended', 'finetune' or 'adaptation'; got {mode!r}")
+        if mode == "finetune" and epoch_length is None:
+            raise ValueError("MixedDataModule: mode 'finetune' needs an explicit epoch_length (samples per epoch)")
+        if sampler not in SAMPLERS:
+            raise KeyError(f"MixedDataModule: unknown sampler '{sampler}'; valid names: {', '.join(SAMPLERS.names())}")
+        if batch_size <= 0:
+            raise ValueError(f"MixedDataModule: batch_size must be positive; got {batch_size}")
+        self.train_sources = [SourceSpec.of(s) for s in train_sources]
+        self.val_sets = {k: SourceSpec.of(s) for k, s in (val_sets or {}).items()}
+        self.test_sets = {k: SourceSpec.of(s) for k, s in (test_sets or {}).items()}
+        names = [s.name for s in self.train_sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"MixedDataModule: train source names must be unique; got {names}")
+        # Plain types only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["train_sources", "val_sets", "test_sets"])
+        self.hparams.update(train_sources=[asdict(s) for s in self.train_sources],
+                            val_sets={k: asdict(s) for k, s in self.val_sets.items()},
+                            test_sets={k: asdict(s) for k, s in self.test_sets.items()})
+        self.sampler_name, self.sampler_args = sampler, dict(sampler_args or {})
+        self.batch_size, self.eval_batch_size, self.epoch_length = batch_size, eval_batch_size, epoch_length
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.augment_cfg = AugmentConfig(img_res=img_res, bbox_margin=bbox_margin)
+        self.augment, self.seed, self.mode, self.drop_last = augment, seed, mode, drop_last
+        self.max_bad_samples, self._world_size, self._rank = max_bad_samples, world_size, rank
+        self._train_parts: list[IndexDataset] = []
+        self._eval: dict[str, list[IndexDataset]] = {}
+        self._samplers: dict[str, EpochSampler] = {}
+        self._samplers_layout: tuple[int, int] | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    # -- layout ---------------------------------------------------------------------------------
+    def layout(self) -> tuple[int, int]:
+        """(world size, rank): explicit arguments, else the trainer's, else torch.distributed's."""
+        if self._world_size is not None:
+            return self._world_size, self._rank or 0
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def per_rank_batch(self, global_batch: int | None = None, argument: str = "batch_size") -> int:
+        """The per-rank share of a global batch; an error when it does not divide evenly."""
+        global_batch = self.batch_size if global_batch is None else global_batch
+        world = self.layout()[0]
+        if global_batch % world:
+            raise ValueError(f"MixedDataModule: {argument}={global_batch} is global and must divide by the world "
+                             f"size {world} (devices x nodes); use a multiple of {world}")
+        return global_batch // world
+
+    # -- datasets -------------------------------------------------------------------------------
+    def _dataset(self, spec: SourceSpec, offset: int, source_id: int, train: bool) -> IndexDataset:
+        cfg = self.augment_cfg
+        transform = TrainTransform(cfg, seed=self.seed) if train and self.augment else TestTransform(cfg)
+        return IndexDataset(SampleIndex.load(spec.index_dir, mmap=True), transform=transform,
+                            image_root=spec.image_root, crop_cache=spec.crop_cache_dir, sample_id_offset=offset,
+                            source_id=source_id, max_bad_samples=self.max_bad_samples, name=spec.name)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.per_rank_batch()  # fail early on an indivisible batch
+        if stage in (None, "fit") and not self._train_parts:
+            if not self.train_sources:
+                raise ValueError("MixedDataModule: fitting needs at least one train source")
+            offset = 0
+            for source_id, spec in enumerate(self.train_sources):
+                self._train_parts.append(self._dataset(spec, offset, source_id, train=True))
+                offset += len(self._train_parts[-1])
+        wanted = {"fit": ["val"], "validate": ["val"], "test": ["test"], None: ["val", "test"]}.get(stage, [])
+        for split in wanted:
+            if split not in self._eval:
+                specs = self.val_sets if split == "val" else self.test_sets
+                self._eval[split] = [self._dataset(s, 0, k, train=False) for k, s in enumerate(specs.values())]
+
+    # -- samplers -------------------------------------------------------------------------------
+    def _build_sampler(self, name: str, args: dict[str, Any], parts: Sequence[IndexDataset], seed: int) -> EpochSampler:
+        reserved = {"sources", "seed", "num_replicas", "rank", "source_names"} & set(args)
+        if reserved:
+            raise ValueError(f"MixedDataModule: sampler_args may not set {sorted(reserved)}; the DataModule sets "
+                             "them (seed through its own 'seed' argument)")
+        sources = np.repeat(np.arange(len(parts), dtype=np.int32), [len(p) for p in parts])
+        world, rank = self.layout()
+        kwargs = dict(args, sources=sources, seed=seed, num_replicas=world, rank=rank,
+                      source_names=[p.name for p in parts])
+        accepted = inspect.signature(SAMPLERS.get(name)).parameters
+        if "factors" in accepted:
+            kwargs.setdefault("factors", _ConcatenatedFactors([p.index for p in parts]))
+        if "epoch_length" in kwargs and "epoch_length" not in accepted:
+            raise ValueError(f"MixedDataModule: sampler '{name}' takes no epoch_length (mode {self.mode!r}); "
+                             "use 'mixture' or 'balance', or set the amount through the sampler's own arguments")
+        return SAMPLERS.build(name, **kwargs)
+
+    def _train_groups(self) -> dict[str, list[IndexDataset]]:
+        if self.mode != "adaptation":
+            return {"train": self._train_parts}
+        groups = {"source": [p for p, s in zip(self._train_parts, self.train_sources) if s.role == "real"],
+                  "target": [p for p, s in zip(self._train_parts, self.train_sources) if s.role == "synthetic"]}
+        for key, role in (("source", "real"), ("target", "synthetic")):
+            if not groups[key]:
+                raise ValueError(f"MixedDataModule: mode 'adaptation' needs at least one train source with role "
+                                 f"'{role}' (the {key} domain); got roles {[s.role for s in self.train_sources]}")
+        return groups
+
+    def train_samplers(self) -> dict[str, EpochSampler]:
+        """The train samplers ('train', or 'source' and 'target'), built once per (world size, rank)
+        (a describe() before the Trainer attached must not fix a single-process layout)."""
+        if self._samplers and self._samplers_layout == self.layout():
+            return self._samplers
+        self._samplers, self._samplers_layout = {}, self.layout()
+        self.setup("fit")
+        groups = self._train_groups()
+        args = dict(self.sampler_args)
+        if self.epoch_length is not None:
+            if "epoch_length" in args:
+                raise ValueError("MixedDataModule: epoch_length is given both as an argument and in sampler_args")
+            args["epoch_length"] = self.epoch_length
+        first = "source" if "source" in groups else "train"
+        self._samplers[first] = self._build_sampler(self.sampler_name, args, groups[first], self.seed)
+        if "target" in groups:  # the target cycles through its pool for the source's epoch length
+            length = self._samplers["source"].global_length()
+            self._samplers["target"] = self._build_sampler(
+                "mixture", {"epoch_length": length}, groups["target"], self.seed + 1)
+        if self._pending_state is not None:
+            self._apply_state(self._pending_state)
+        return self._samplers
+
+    # -- loaders --------------------------------------------------------------------------------
+    def _loader(self, dataset: Any, sampler: Sampler, batch: int, drop_last: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, shuffle=False, drop_last=drop_last,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+
+    def _check_trainer(self) -> None:
+        connector = getattr(self.trainer, "_accelerator_connector", None)
+        if connector is not None and getattr(connector, "use_distributed_sampler", False) and self.layout()[0] > 1:
+            raise ValueError("MixedDataModule shards its own samplers: create the Trainer with "
+                             "use_distributed_sampler=False")
+
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        self._check_trainer()
+        samplers, groups, batch = self.train_samplers(), self._train_groups(), self.per_rank_batch()
+        loaders = {key: self._loader(ConcatIndexDataset(groups[key]), EpochTaggedSampler(samplers[key]), batch,
+                                     self.drop_last) for key in groups}
+        if self.mode != "adaptation":
+            return loaders["train"]
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        self.setup("validate" if split == "val" else "test")
+        world, rank = self.layout()
+        batch = self.per_rank_batch(self.eval_batch_size or self.batch_size, "eval_batch_size")
+        loaders = []
+        for dataset in self._eval[split]:
+            sampler = SAMPLERS.build("sequential", sources=np.zeros(len(dataset), np.int32), num_replicas=world,
+                                     rank=rank, source_names=[dataset.name])
+            loaders.append(self._loader(dataset, sampler, batch, drop_last=False))
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per val set, in ``val_sets`` order (dataloader_idx k = k-th name)."""
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    # -- resume ---------------------------------------------------------------------------------
+    def _batches_seen(self) -> int | None:
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+    def state_dict(self, batches_seen: int | None = None) -> dict[str, Any]:
+        """Sampler positions. ``batches_seen`` (train batches of the current epoch) defaults to
+        the trainer's count; without a trainer, to the samplers' own (exact for a loop over a
+        ``num_workers=0`` loader, ahead of training with prefetching workers)."""
+        if not self._samplers:
+            return dict(self._pending_state or {})
+        batches_seen = self._batches_seen() if batches_seen is None else batches_seen
+        batch = self.per_rank_batch()
+        states = {}
+        for key, sampler in self._samplers.items():
+            consumed = None if batches_seen is None else min(batches_seen * batch, len(sampler))
+            states[key] = sampler.state_dict(consumed=consumed)
+        return {"samplers": states, "per_rank_batch": batch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        self._pending_state = dict(state_dict)
+        if self._samplers:
+            self._apply_state(self._pending_state)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        saved = state["samplers"]
+        if set(saved) != set(self._samplers):
+            raise ValueError(f"MixedDataModule: checkpoint holds samplers {sorted(saved)}, this run (mode "
+                             f"{self.mode!r}) has {sorted(self._samplers)}")
+        if state["per_rank_batch"] != self.per_rank_batch():
+            raise ValueError(f"MixedDataModule: checkpoint was taken with {state['per_rank_batch']} samples per rank "
+                             f"and batch, this run has {self.per_rank_batch()}; positions would not match")
+        batch = self.per_rank_batch()
+        for key, sampler in self._samplers.items():
+            sampler.load_state_dict(saved[key])
+            left = len(sampler) - saved[key]["consumed"]
+            if left == 0 or (self.drop_last and left < batch):  # no batch left: start the next epoch
+                sampler.set_epoch(saved[key]["epoch"] + 1)
+        self._pending_state = None
+
+    # -- reporting ------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Samples per epoch per source, batch layout and eval set sizes (JSON-ready)."""
+        world, _ = self.layout()
+        out: dict[str, Any] = {"mode": self.mode, "batch_size": self.batch_size, "world_size": world,
+                               "per_rank_batch": self.per_rank_batch(), "augment": self.augment,
+                               "img_res": self.augment_cfg.img_res}
+        if self.train_sources:
+            samplers = self.train_samplers()
+            out["train_sources"] = [
+                {**asdict(spec), "samples": len(part),
+                 "reader": "crop cache" if part.crop_cache is not None else "full frame"}
+                for spec, part in zip(self.train_sources, self._train_parts)]
+            out["samplers"] = {key: describe(s) for key, s in samplers.items()}
+        for split, specs in (("val", self.val_sets), ("test", self.test_sets)):
+            if specs:
+                self.setup("validate" if split == "val" else "test")
+                out[split] = {name: len(ds) for name, ds in zip(specs, self._eval[split])}
+        return out
+
+    def eval_set_names(self, split: Literal["val", "test"]) -> list[str]:
+        return list(self.val_sets if split == "val" else self.test_sets)
+
+    @property
+    def bad_sample_count(self) -> int:
+        """Distinct unreadable samples met so far in the train and eval datasets."""
+        parts = self._train_parts + [d for ds in self._eval.values() for d in ds]
+        return sum(p.bad.count for p in parts)
+
+
+__all__ = ["FACTOR_COLUMNS", "EpochTaggedSampler", "MixedDataModule", "SourceSpec"]
