@@ -1,0 +1,391 @@
+"""`HMRSystem`: HMR / HMR+ / fine-tuning / domain adaptation as one LightningModule.
+
+* ``variant='hmr'``: the original HMR with its adversarial SMPL prior (mmhuman3d's GTA recipes):
+  manual optimisation, per step first the discriminator on prior poses (real) vs detached
+  predictions (fake), then the generator with the supervised losses + the LSGAN term.
+* ``variant='hmr_plus'``: the paper's HMR+ (no adversary; keypoint-only data carry static fits
+  as SMPL labels, which is the data side's job), automatic optimisation.
+* Fine-tuning = either variant started from ``init_checkpoint`` (SPIN, mmhuman3d or suite
+  layout, see `checkpoint_import`), loaded in ``setup('fit')`` so that resuming a run or
+  ``load_from_checkpoint`` never re-applies it.
+* Domain adaptation: a training batch ``{'source': b, 'target': b}`` goes through the network
+  as one concatenated batch (BatchNorm sees both domains, as in TLlib's DANN); every labelled
+  sample of either domain is supervised (paper: "DA = BT + an extra loss") and the
+  ``adaptation`` hook adds its loss on the two halves' features.
+
+Everything the constructor takes is an explicit, typed argument saved as hyper-parameters, so
+``HMRSystem.load_from_checkpoint(path)`` rebuilds the system without any config (the body-model
+directory must exist at that path). Evaluation (validation/test steps, per-sample results,
+the mean-pose baseline) lives in `hmr_evaluation.HMREvaluationMixin`.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gtahuman.body.assets import check_body_model_dir
+from gtahuman.body.camera import project_to_crop
+from gtahuman.body.rotations import axis_angle_to_matrix
+from gtahuman.body.smpl import BodyModel, BodyOutput
+from gtahuman.models import (
+    HMRHead,
+    HMROutput,
+    SMPLPoseDiscriminator,
+    build_backbone,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+)
+from gtahuman.systems import losses as Lf
+from gtahuman.systems.checkpoint_import import import_hmr_state_dict
+from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
+
+VARIANTS = ("hmr", "hmr_plus")
+SUPERVISION = ("both", "keypoints", "smpl")
+SCHEDULES = ("constant", "step")
+# SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
+# field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
+SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
+_REQUIRED_KEYS = ("img", "keypoints2d", "keypoints3d", "smpl_global_orient", "smpl_body_pose",
+                  "smpl_betas", "has_smpl")
+
+
+def effective_learning_rate(lr: float, per_device_batch: int | None, world_size: int = 1,
+                            accumulate: int = 1, base_batch_size: int | None = None) -> float:
+    """Linear scaling rule: lr x (per-device batch x world size x accumulate) / base batch
+    (paper: batch 2048 = 4 x SPIN's, lr 2e-4). ``base_batch_size=None`` leaves lr as given."""
+    if base_batch_size is None:
+        return lr
+    if per_device_batch is None:
+        raise ValueError("base_batch_size is set, so the per-device batch_size must be given "
+                         "to scale the learning rate")
+    return lr * per_device_batch * world_size * accumulate / base_batch_size
+
+
+def _adam(params: Any, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam, fused where this torch build and device support it (CPU since torch 2.4)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def _build_adaptation(name: str, feature_dim: int, args: Mapping[str, Any]) -> nn.Module:
+    """A DA objective from ``gtahuman.adaptation.ADAPTATIONS`` (built with feature_dim + args)."""
+    registry = getattr(importlib.import_module("gtahuman.adaptation"), "ADAPTATIONS", None)
+    if registry is None:
+        raise ImportError("gtahuman.adaptation defines no ADAPTATIONS registry; cannot build "
+                          f"adaptation objective '{name}'")
+    return registry.build(name, feature_dim=feature_dim, **dict(args))
+
+
+class HMRSystem(HMREvaluationMixin, L.LightningModule):
+    """HMR-family regressor: backbone -> IEF head -> SMPL; see the module docstring.
+
+    Arguments beyond the obvious ones:
+    ``backbone_args``: keyword arguments of the `BACKBONES` factory (e.g. ``weights_path``).
+    ``supervision``: paper Table 8; 'keypoints' drops the pose/betas/vertex terms, 'smpl' the
+    2D/3D keypoint terms, for the samples whose ``source`` code is in ``supervision_sources``
+    (None: every sample). ``batch_size`` (per device) and ``base_batch_size`` turn on the
+    linear lr scaling of `effective_learning_rate` (applied to ``lr`` and ``disc_lr``).
+    ``milestones``: epochs at which schedule 'step' multiplies the lrs by ``gamma``.
+    ``adaptation``: a module ``forward(source_features, target_features, source_params,
+    target_params, step) -> (loss, logs)`` (params = predicted [pose 6D, betas, cam], (B, 157)),
+    or a name in ``gtahuman.adaptation.ADAPTATIONS`` built with ``feature_dim`` +
+    ``adaptation_args``; its loss is multiplied by ``loss_adaptation`` and its parameters join
+    the main optimiser. Under DDP, variant 'hmr' (two backward passes per step) needs
+    ``strategy='ddp_find_unused_parameters_true'``.
+    """
+
+    def __init__(
+        self,
+        body_model_dir: str,
+        backbone: str = "resnet50",
+        backbone_args: dict[str, Any] | None = None,
+        img_res: int = 224,
+        variant: str = "hmr_plus",
+        n_iter: int = 3,
+        supervision: str = "both",
+        supervision_sources: list[int] | None = None,
+        # Loss weights: SPIN's total is 60 x (5 L2D + 5 L3D + 1 pose + 0.001 betas + 0 vertices
+        # + camera prior) (reference/spin_vibe_hmr2.md 1.7); adversarial 1 as mmhuman3d's HMR.
+        loss_keypoints2d: float = 300.0,
+        loss_keypoints3d: float = 300.0,
+        loss_pose: float = 60.0,
+        loss_betas: float = 0.06,
+        loss_camera: float = 60.0,
+        loss_vertices: float = 0.0,
+        loss_adversarial: float = 1.0,
+        loss_adaptation: float = 1.0,
+        lr: float = 5e-5,  # SPIN's Adam lr at batch 64
+        disc_lr: float = 1e-4,  # mmhuman3d HMR
+        weight_decay: float = 0.0,
+        batch_size: int | None = None,
+        base_batch_size: int | None = None,
+        schedule: str = "constant",
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        prior_poses_path: str | None = None,
+        init_checkpoint: str | None = None,
+        init_format: str = "auto",
+        eval_protocol: str = "miniworld",
+        eval_sets: list[str] | None = None,
+        eval_protocols: dict[str, str] | None = None,
+        feature_samples: int = 0,
+        adaptation: str | nn.Module | None = None,
+        adaptation_args: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
+        self.save_hyperparameters(ignore=["adaptation"] if isinstance(adaptation, nn.Module) else None)
+        for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
+                                     ("schedule", schedule, SCHEDULES)):
+            if value not in choices:
+                raise ValueError(f"HMRSystem: {name} must be one of {choices}, got {value!r}")
+        if schedule == "step" and not milestones:
+            raise ValueError("HMRSystem: schedule='step' needs milestones (epochs)")
+        self.focal_length = SPIN_FOCAL * img_res / SPIN_CROP_RES
+        assets = check_body_model_dir(body_model_dir, genders=("neutral",), load_models=False)
+        self.is_toy_body = assets.is_toy
+        self.backbone = build_backbone(backbone, **(backbone_args or {}))
+        self.head = HMRHead(self.backbone.feature_dim, mean_params=assets.mean_params, n_iter=n_iter)
+        self.discriminator = SMPLPoseDiscriminator() if variant == "hmr" else None
+        if isinstance(adaptation, str):
+            adaptation = _build_adaptation(adaptation, self.backbone.feature_dim, adaptation_args or {})
+        self.adaptation = adaptation
+        self.automatic_optimization = variant != "hmr"
+        # Body models are kept out of the module tree: their ~20 MB of buffers per gender would
+        # bloat every checkpoint and be broadcast by DDP each step. They move to the input's
+        # device on use (see `_body`), are always float32, and are rebuilt from body_model_dir.
+        self._bodies: dict[str, nn.Module] = {"neutral": BodyModel(body_model_dir, "neutral", assets=assets)}
+        self._prior: tuple[Tensor, Tensor] | None = None
+        self._init_applied = False
+        self.init_report = None
+        self._init_eval_state()
+
+    # ------------------------------------------------------------------ forward and body model
+
+    def forward(self, img: Tensor) -> tuple[HMROutput, Tensor]:
+        """Images (B, 3, R, R) -> (head output, backbone features (B, F))."""
+        features = self.backbone(img)
+        return self.head(features), features
+
+    def _body(self, name: str, device: torch.device) -> nn.Module:
+        model = self._bodies[name]
+        if model.smpl.v_template.device != device:
+            model.to(device)
+        return model
+
+    def predict_body(self, output: HMROutput) -> BodyOutput:
+        """Neutral body model on the predicted rotations and betas, no translation."""
+        body = self._body("neutral", output.rotmat.device)
+        with torch.autocast(output.rotmat.device.type, enabled=False):
+            return body(output.betas.float(), output.rotmat[:, 1:].float(), output.rotmat[:, :1].float())
+
+    # ------------------------------------------------------------------ losses
+
+    def _sample_masks(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per-sample masks of each supervised term (valid, has_*, supervision toggles)."""
+        missing = [k for k in _REQUIRED_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"training batch lacks {missing}; it has {sorted(batch)}")
+        n, device = batch["img"].shape[0], batch["img"].device
+        ones = torch.ones(n, dtype=torch.bool, device=device)
+        valid = batch["valid"].reshape(-1) > 0 if "valid" in batch else ones
+        has_kp3d = batch["has_keypoints3d"].reshape(-1) > 0 if "has_keypoints3d" in batch else ones
+        # Paper Table 8: the toggles apply to the samples of `supervision_sources` (all if None).
+        sources = self.hparams.supervision_sources
+        if sources is None:
+            restricted = ones
+        else:
+            if "source" not in batch:
+                raise KeyError("supervision_sources is set but the batch has no 'source' key")
+            restricted = torch.isin(batch["source"].reshape(-1), torch.as_tensor(sources, device=device))
+        supervision = self.hparams.supervision
+        keypoints_on = ~(restricted & (supervision == "smpl"))
+        smpl_on = ~(restricted & (supervision == "keypoints"))
+        has_smpl = batch["has_smpl"].reshape(-1) > 0
+        return {"valid": valid, "keypoints2d": valid & keypoints_on,
+                "keypoints3d": valid & has_kp3d & keypoints_on, "smpl": valid & has_smpl & smpl_on}
+
+    def compute_losses(self, batch: Mapping[str, Tensor], output: HMROutput,
+                       pred_body: BodyOutput | None = None) -> dict[str, Tensor]:
+        """Unweighted supervised terms (those with a non-zero weight) and their weighted sum
+        ``total``. Terms: keypoints2d, keypoints3d, pose, betas, vertices, camera."""
+        # Body model, projection and losses in float32 even under mixed precision.
+        with torch.autocast(output.cam.device.type, enabled=False):
+            return self._supervised_terms(batch, output, pred_body or self.predict_body(output))
+
+    def _supervised_terms(self, batch: Mapping[str, Tensor], output: HMROutput,
+                          pred_body: BodyOutput) -> dict[str, Tensor]:
+        hp = self.hparams
+        masks = self._sample_masks(batch)
+        weights = {"keypoints2d": hp.loss_keypoints2d, "keypoints3d": hp.loss_keypoints3d, "pose": hp.loss_pose,
+                   "betas": hp.loss_betas, "vertices": hp.loss_vertices, "camera": hp.loss_camera}
+        cam, rotmat, betas = output.cam.float(), output.rotmat.float(), output.betas.float()
+        terms: dict[str, Tensor] = {}
+        if weights["keypoints2d"]:
+            _, projected = project_to_crop(pred_body.joints54, cam, self.focal_length, hp.img_res)
+            terms["keypoints2d"] = Lf.keypoint_2d_loss(projected, batch["keypoints2d"].float(), masks["keypoints2d"])
+        if weights["keypoints3d"]:
+            terms["keypoints3d"] = Lf.keypoint_3d_loss(pred_body.joints54, batch["keypoints3d"].float(),
+                                                       masks["keypoints3d"])
+        gt_pose = torch.cat([batch["smpl_global_orient"], batch["smpl_body_pose"]], dim=1).float()
+        gt_betas = batch["smpl_betas"].float()
+        if weights["pose"]:
+            terms["pose"] = Lf.smpl_pose_loss(rotmat, gt_pose, masks["smpl"])
+        if weights["betas"]:
+            terms["betas"] = Lf.betas_loss(betas, gt_betas, masks["smpl"])
+        if weights["vertices"]:
+            with torch.no_grad():
+                gt_vertices = self._body("neutral", gt_pose.device)(gt_betas, gt_pose[:, 3:], gt_pose[:, :3]).vertices
+            terms["vertices"] = Lf.vertex_loss(pred_body.vertices, gt_vertices, masks["smpl"])
+        if weights["camera"]:
+            terms["camera"] = Lf.camera_prior(cam, masks["valid"])
+        terms["total"] = sum((weights[k] * v for k, v in terms.items()), cam.sum() * 0.0)
+        return terms
+
+    # ------------------------------------------------------------------ training
+
+    @staticmethod
+    def _merge_domains(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], int | None]:
+        """{'source', 'target'} -> one concatenated batch and the number of source samples."""
+        if not ("source" in batch and "target" in batch and isinstance(batch["source"], Mapping)):
+            return dict(batch), None
+        source, target = batch["source"], batch["target"]
+        if set(source) != set(target):
+            raise KeyError(f"source and target batches differ in keys: only source {sorted(set(source) - set(target))}, "
+                           f"only target {sorted(set(target) - set(source))}")
+        merged = {k: torch.cat([source[k], target[k]]) for k in source}
+        return merged, int(source["img"].shape[0])
+
+    def _objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, HMROutput, Tensor, dict[str, Tensor]]:
+        """Forward + supervised (+ adaptation) loss; returns (total, output, valid mask, logs)."""
+        merged, n_source = self._merge_domains(batch)
+        output, features = self(merged["img"])
+        terms = self.compute_losses(merged, output)
+        total = terms.pop("total")
+        logs = {f"train/{k}": v.detach() for k, v in terms.items()}
+        if n_source is not None and self.adaptation is not None:
+            params = torch.cat([output.pose_6d, output.betas, output.cam], dim=1)
+            da_loss, da_logs = self.adaptation(features[:n_source], features[n_source:],
+                                               params[:n_source], params[n_source:], self.global_step)
+            total = total + self.hparams.loss_adaptation * da_loss
+            logs["train/adaptation"] = da_loss.detach()
+            logs.update({f"train/adaptation/{k}": torch.as_tensor(v).detach() for k, v in da_logs.items()})
+        elif self.adaptation is not None:
+            raise ValueError("an adaptation objective is set but the training batch is not "
+                             "{'source': ..., 'target': ...}")
+        valid = merged["valid"].reshape(-1) > 0 if "valid" in merged else torch.ones_like(output.cam[:, 0], dtype=torch.bool)
+        return total, output, valid, logs
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
+        total, output, valid, logs = self._objective(batch)
+        batch_size = int(output.cam.shape[0])
+        if self.automatic_optimization:
+            logs["train/loss"] = total.detach()
+            self.log_dict(logs, batch_size=batch_size)
+            return total
+        opt_g, opt_d = self.optimizers()
+        # 1. Discriminator (mmhuman3d order): prior poses are real, detached predictions fake.
+        fake_rotmat, fake_betas = output.rotmat[valid][:, 1:].float(), output.betas[valid].float()
+        real_rotmat, real_betas = self._sample_prior(max(int(fake_rotmat.shape[0]), 1), output.cam.device)
+        self.toggle_optimizer(opt_d)
+        d_loss = lsgan_discriminator_loss(self.discriminator(real_rotmat, real_betas),
+                                          self.discriminator(fake_rotmat.detach(), fake_betas.detach()))
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        # 2. Generator: supervised terms + make the (frozen) discriminator score us as real.
+        self.toggle_optimizer(opt_g)
+        if fake_rotmat.shape[0]:
+            g_adv = lsgan_generator_loss(self.discriminator(fake_rotmat, fake_betas))
+        else:
+            g_adv = output.cam.sum() * 0.0
+        total = total + self.hparams.loss_adversarial * g_adv
+        opt_g.zero_grad()
+        self.manual_backward(total)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        logs.update({"train/adversarial": g_adv.detach(), "train/discriminator": d_loss.detach(),
+                     "train/loss": total.detach()})
+        self.log_dict(logs, batch_size=batch_size)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization and self.hparams.schedule != "constant":
+            schedulers = self.lr_schedulers()
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
+
+    # ------------------------------------------------------------------ adversarial prior
+
+    def on_fit_start(self) -> None:
+        if self.hparams.variant == "hmr" and self._prior is None:
+            self._prior = self._load_prior(self.hparams.prior_poses_path)
+
+    @staticmethod
+    def _load_prior(path: str | None) -> tuple[Tensor, Tensor]:
+        if path is None:
+            raise ValueError("variant 'hmr' needs prior_poses_path: an npz with body_pose (N, 69) "
+                             "and betas (N, 10), the discriminator's real samples")
+        with np.load(path, allow_pickle=False) as data:
+            for key, width in (("body_pose", 69), ("betas", 10)):
+                if key not in data.files:
+                    raise KeyError(f"{path}: key '{key}' missing; expected {key} (N, {width}); has {data.files}")
+                if data[key].ndim != 2 or data[key].shape[1] != width:
+                    raise ValueError(f"{path}: key '{key}': expected (N, {width}), got {data[key].shape}")
+            pose, betas = data["body_pose"], data["betas"]
+        if pose.shape[0] != betas.shape[0] or pose.shape[0] == 0:
+            raise ValueError(f"{path}: body_pose has {pose.shape[0]} rows, betas {betas.shape[0]}; "
+                             "expected the same non-zero number")
+        return torch.as_tensor(pose, dtype=torch.float32), torch.as_tensor(betas, dtype=torch.float32)
+
+    def _sample_prior(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """n random prior samples as (body rotations (n, 23, 3, 3), betas (n, 10))."""
+        if self._prior is None:
+            self._prior = self._load_prior(self.hparams.prior_poses_path)
+        pose, betas = self._prior
+        index = torch.randint(pose.shape[0], (n,))
+        rotmat = axis_angle_to_matrix(pose[index].reshape(n, 23, 3))
+        return rotmat.to(device), betas[index].to(device)
+
+    # ------------------------------------------------------------------ setup and optimisers
+
+    def setup(self, stage: str) -> None:
+        # Fine-tuning start point; skipped once weights came from a checkpoint of this suite.
+        if stage == "fit" and self.hparams.init_checkpoint and not self._init_applied:
+            self.init_report = import_hmr_state_dict(self, self.hparams.init_checkpoint, self.hparams.init_format)
+            self._init_applied = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._init_applied = True
+
+    def learning_rates(self) -> tuple[float, float]:
+        """(generator lr, discriminator lr) after linear scaling (both scaled alike)."""
+        hp = self.hparams
+        world_size, accumulate = 1, 1
+        if self._trainer is not None:
+            world_size = self.trainer.world_size
+            accumulate = self.trainer.accumulate_grad_batches
+        scale = effective_learning_rate(1.0, hp.batch_size, world_size, accumulate, hp.base_batch_size)
+        return hp.lr * scale, hp.disc_lr * scale
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        lr, disc_lr = self.learning_rates()
+        generator_params = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
+        optimizers = [_adam(generator_params, lr, hp.weight_decay)]
+        if self.discriminator is not None:
+            optimizers.append(_adam(list(self.discriminator.parameters()), disc_lr, hp.weight_decay))
+        if hp.schedule == "constant":
+            return optimizers if len(optimizers) > 1 else optimizers[0]
+        schedulers = [{"scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma),
+                       "interval": "epoch"} for opt in optimizers]
+        return optimizers, schedulers

@@ -1,0 +1,194 @@
+"""Evaluation half of `HMRSystem`: validation/test steps over named eval sets, per-sample
+results kept for the run directory, and the mean-pose baseline.
+
+Each eval dataloader is one named set (``eval_sets`` in dataloader order, else the
+datamodule's ``eval_set_names``, else ``set<i>``) with a protocol from `gtahuman.evaluation`
+(``eval_protocols[set]``, else the set's own name if it is a protocol, else ``eval_protocol``).
+
+Predictions: the neutral body model on the predicted rotations and betas (no translation),
+J_regressor_h36m -> 17 joints, and the vertices. Ground truth by the protocol's ``gt_gender``:
+``gendered`` (3dpw, miniworld) = GT SMPL on the GT-gender model; ``neutral`` = GT SMPL on the
+neutral model; ``keypoints`` (h36m_p2, mpi_inf_3dhp) = stored ``keypoints3d`` (smpl_54) mapped
+to the H36M joints by name. Samples that cannot be evaluated (``valid`` = 0, or no GT of the
+needed kind) get NaN errors, which the summary skips.
+
+Logged at epoch end, in mm: ``val/<set>/<metric>`` (``test/...`` in testing) and
+``val/pa_mpjpe`` = the first set's value, for checkpoint selection. Per-sample rows (sample_id,
+errors, predicted pose as axis-angle (72), betas, cam, and the first ``feature_samples``
+backbone features) are kept in ``self.val_results`` / ``self.test_results``:
+``dict[set_name, dict[column, np.ndarray]]``.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gtahuman.body.conventions import convert_keypoints
+from gtahuman.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
+from gtahuman.body.smpl import GenderedBodyModel
+from gtahuman.evaluation import PROTOCOLS, Protocol, evaluate_joints, get_protocol, summarize
+from gtahuman.systems.results import EvalResultsCollector
+
+_EVAL_JOINTS_SOURCE = "smpl_54"
+
+
+class HMREvaluationMixin:
+    """Needs from the host: ``hparams``, ``_bodies``, ``_body(name, device)``, ``forward``,
+    ``head``, ``is_toy_body``, ``log``, ``trainer``."""
+
+    def _init_eval_state(self) -> None:
+        self._collectors: dict[str, dict[int, EvalResultsCollector]] = {"val": {}, "test": {}}
+        self._set_names: dict[int, str] = {}
+        self.val_results: dict[str, dict[str, np.ndarray]] = {}
+        self.test_results: dict[str, dict[str, np.ndarray]] = {}
+        self.val_summaries: dict[str, dict[str, float]] = {}
+        self.test_summaries: dict[str, dict[str, float]] = {}
+
+    # ------------------------------------------------------------------ names and protocols
+
+    def eval_set_name(self, dataloader_idx: int) -> str:
+        names = self.hparams.eval_sets
+        if names is None and self._trainer is not None:
+            names = getattr(self.trainer.datamodule, "eval_set_names", None)
+        if names is None:
+            return f"set{dataloader_idx}"
+        if dataloader_idx >= len(names):
+            raise IndexError(f"eval dataloader {dataloader_idx} has no name: eval_sets = {list(names)}")
+        return str(names[dataloader_idx])
+
+    def eval_protocol_for(self, set_name: str) -> Protocol:
+        mapping = self.hparams.eval_protocols or {}
+        if set_name in mapping:
+            return get_protocol(mapping[set_name])
+        if set_name in PROTOCOLS:
+            return get_protocol(set_name)
+        return get_protocol(self.hparams.eval_protocol)
+
+    # ------------------------------------------------------------------ per-batch errors
+
+    def _ground_truth(self, batch: Mapping[str, Tensor], protocol: Protocol,
+                      device: torch.device) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(GT 17 H36M joints, GT vertices or None, which samples have such GT)."""
+        n = batch["img"].shape[0] if "img" in batch else batch["smpl_betas"].shape[0]
+        valid = batch["valid"].reshape(-1).to(device) > 0 if "valid" in batch else torch.ones(n, dtype=torch.bool, device=device)
+        if protocol.gt_gender == "keypoints":
+            keypoints = batch["keypoints3d"].to(device).float()
+            joints17, _ = convert_keypoints(keypoints[..., :3], _EVAL_JOINTS_SOURCE, "h36m")
+            conf17, _ = convert_keypoints(keypoints[..., 3:], _EVAL_JOINTS_SOURCE, "h36m")
+            has = batch["has_keypoints3d"].reshape(-1).to(device) > 0 if "has_keypoints3d" in batch else valid
+            used = list(protocol.eval_joint_indices) + [protocol.root_index]
+            missing = has & valid & (conf17[:, used, 0] <= 0).any(dim=1)
+            if bool(missing.any()):
+                warnings.warn(f"protocol {protocol.name}: {int(missing.sum())} samples lack an evaluation "
+                              "joint (confidence 0) in keypoints3d; they are not evaluated", stacklevel=2)
+            return joints17, None, valid & has & ~missing
+        betas = batch["smpl_betas"].to(device).float()
+        body_pose, global_orient = batch["smpl_body_pose"].to(device).float(), batch["smpl_global_orient"].to(device).float()
+        if protocol.gt_gender == "gendered":
+            gendered = self._gendered_body(device)
+            gender = batch["gender"].reshape(-1).to(device) if "gender" in batch else torch.full((n,), -1, device=device)
+            out = gendered(betas, body_pose, global_orient, gender)
+        else:
+            out = self._body("neutral", device)(betas, body_pose, global_orient)
+        has = batch["has_smpl"].reshape(-1).to(device) > 0 if "has_smpl" in batch else valid
+        return out.joints_h36m, out.vertices, valid & has
+
+    def _gendered_body(self, device: torch.device) -> GenderedBodyModel:
+        if "gendered" not in self._bodies:
+            self._bodies["gendered"] = GenderedBodyModel(self.hparams.body_model_dir)
+        model = self._bodies["gendered"]
+        if model.models["neutral"].smpl.v_template.device != device:
+            model.to(device)
+        return model
+
+    @torch.no_grad()
+    def evaluate_prediction(self, batch: Mapping[str, Tensor], pred_rotmat: Tensor, pred_betas: Tensor,
+                            protocol: Protocol) -> dict[str, Tensor]:
+        """Per-sample errors (B,) in the protocol's unit; NaN where a sample has no usable GT."""
+        device = pred_rotmat.device
+        with torch.autocast(device.type, enabled=False):  # body models and SVDs in float32
+            body = self._body("neutral", device)(pred_betas.float(), pred_rotmat[:, 1:].float(),
+                                                 pred_rotmat[:, :1].float())
+            gt_joints, gt_vertices, usable = self._ground_truth(batch, protocol, device)
+            errors = evaluate_joints(protocol, body.joints_h36m, gt_joints,
+                                     body.vertices if gt_vertices is not None else None, gt_vertices)
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=device)
+        return {name: torch.where(usable, values.double(), nan) for name, values in errors.items()}
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def _eval_step(self, stage: str, batch: Mapping[str, Tensor], dataloader_idx: int) -> None:
+        set_name = self.eval_set_name(dataloader_idx)
+        self._set_names[dataloader_idx] = set_name
+        protocol = self.eval_protocol_for(set_name)
+        output, features = self(batch["img"])
+        errors = self.evaluate_prediction(batch, output.rotmat, output.betas, protocol)
+        n = output.cam.shape[0]
+        sample_id = batch["sample_id"].reshape(-1) if "sample_id" in batch else torch.arange(n)
+        pose_aa = matrix_to_axis_angle(output.rotmat.float()).reshape(n, 72)
+        collectors = self._collectors[stage]
+        if dataloader_idx not in collectors:
+            collectors[dataloader_idx] = EvalResultsCollector(self.hparams.feature_samples)
+        collectors[dataloader_idx].add(features=features, sample_id=sample_id, **errors, pred_pose=pose_aa,
+                                       pred_betas=output.betas.float(), pred_cam=output.cam.float())
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def _finish_eval(self, stage: str) -> None:
+        results, summaries = {}, {}
+        for index in sorted(self._collectors[stage]):
+            name = self._set_names[index]
+            rows = self._collectors[stage][index].finish()
+            metrics = {k: torch.from_numpy(v) for k, v in rows.items()
+                       if k in ("mpjpe", "pa_mpjpe", "pve", "pck", "auc")}
+            summary = summarize(metrics)
+            summary["evaluated"] = float(np.isfinite(rows[next(iter(metrics))]).sum()) if metrics else 0.0
+            results[name], summaries[name] = rows, dict(summary)
+            # Not logged (not a metric), but every kept summary says whether it is a toy number.
+            summaries[name]["toy_body_model"] = float(self.is_toy_body)
+            # Every rank holds the same gathered numbers; sync_dist just averages equal values.
+            logged = {f"{stage}/{name}/{metric}": value for metric, value in summary.items()}
+            if index == min(self._collectors[stage]) and "pa_mpjpe" in summary:
+                logged[f"{stage}/pa_mpjpe"] = summary["pa_mpjpe"]
+            self.log_dict(logged, sync_dist=True)
+        self._collectors[stage] = {}
+        setattr(self, f"{stage}_results", results)
+        setattr(self, f"{stage}_summaries", summaries)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
+
+    # ------------------------------------------------------------------ baseline
+
+    @torch.no_grad()
+    def mean_pose_baseline(self, batches: Iterable[Mapping[str, Tensor]],
+                           protocol: str | None = None) -> dict[str, Any]:
+        """Errors of always predicting the head's mean parameters (its ``init_pose`` and
+        ``init_shape``) under ``protocol`` (default ``eval_protocol``): a floor any training run
+        must beat. Returns the summary (mm) plus ``per_sample``: {metric: (N,) array}."""
+        chosen = get_protocol(protocol or self.hparams.eval_protocol)
+        mean_rotmat = rot6d_to_matrix(self.head.init_pose.reshape(24, 6).float())
+        mean_betas = self.head.init_shape.reshape(1, 10).float()
+        per_sample: dict[str, list[Tensor]] = {}
+        for batch in batches:
+            n = batch["smpl_betas"].shape[0] if "smpl_betas" in batch else batch["keypoints3d"].shape[0]
+            errors = self.evaluate_prediction(batch, mean_rotmat.expand(n, 24, 3, 3),
+                                              mean_betas.expand(n, 10), chosen)
+            for key, values in errors.items():
+                per_sample.setdefault(key, []).append(values.cpu())
+        merged = {k: torch.cat(v) for k, v in per_sample.items()}
+        summary: dict[str, Any] = summarize(merged)
+        summary["per_sample"] = {k: v.numpy() for k, v in merged.items()}
+        return summary

@@ -1,0 +1,429 @@
+"""Tests for gtahuman.systems: the HMR losses and the HMRSystem LightningModule.
+
+Everything runs on the generated toy body model (tmp dir) with B=4 random 64 px images whose
+GT comes from random SMPL parameters through the toy body (nothing is rendered).
+"""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from gtahuman.body.camera import project_to_crop
+from gtahuman.body.conventions import joint_index
+from gtahuman.body.rotations import rot6d_to_matrix
+from gtahuman.body.smpl import BodyModel, GenderedBodyModel
+from gtahuman.body.toy import write_toy_body_assets
+from gtahuman.evaluation import H36M_TO_J14, get_protocol
+from gtahuman.systems import HMRSystem, effective_learning_rate
+from gtahuman.systems import losses as Lf
+
+IMG_RES = 64
+FOCAL = 5000.0 * IMG_RES / 224
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The test machine has two shared cores; one thread is faster and steadier there.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def body_dir(tmp_path_factory) -> str:
+    return str(write_toy_body_assets(tmp_path_factory.mktemp("toy_body")))
+
+
+@pytest.fixture(scope="module")
+def prior_path(tmp_path_factory) -> str:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("prior") / "prior.npz"
+    np.savez(path, body_pose=(0.2 * rng.standard_normal((64, 69))).astype(np.float32),
+             betas=rng.standard_normal((64, 10)).astype(np.float32))
+    return str(path)
+
+
+def make_batch(body_dir: str, n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random images with the GT of random SMPL parameters (upright, facing the camera)."""
+    g = torch.Generator().manual_seed(seed)
+    rotation = Rotation.from_rotvec([np.pi, 0.0, 0.0]) * Rotation.from_rotvec(
+        0.3 * torch.randn(n, 3, generator=g).numpy())
+    global_orient = torch.tensor(rotation.as_rotvec(), dtype=torch.float32)
+    body_pose = 0.3 * torch.randn(n, 69, generator=g)
+    betas = torch.randn(n, 10, generator=g)
+    with torch.no_grad():
+        joints54 = BodyModel(body_dir)(betas, body_pose, global_orient).joints54
+    cam = torch.stack([0.8 + 0.2 * torch.rand(n, generator=g), 0.1 * torch.randn(n, generator=g),
+                       0.1 * torch.randn(n, generator=g)], dim=1)
+    _, keypoints2d = project_to_crop(joints54, cam, FOCAL, IMG_RES)
+    conf = torch.ones(n, 54, 1)
+    return {
+        "img": torch.randn(n, 3, IMG_RES, IMG_RES, generator=g),
+        "keypoints2d": torch.cat([keypoints2d, conf], -1), "keypoints3d": torch.cat([joints54, conf], -1),
+        "smpl_global_orient": global_orient, "smpl_body_pose": body_pose, "smpl_betas": betas,
+        "has_smpl": torch.ones(n), "has_keypoints3d": torch.ones(n),
+        "gender": torch.tensor([0, 1, -1, -1] * (n // 4) + [-1] * (n % 4)),
+        "sample_id": torch.arange(n), "source": torch.zeros(n, dtype=torch.long), "valid": torch.ones(n),
+    }
+
+
+def make_system(body_dir: str, **kwargs) -> HMRSystem:
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet10t", "img_res": IMG_RES, "lr": 1e-4, **kwargs}
+    return HMRSystem(body_dir, **kwargs)
+
+
+def trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+
+
+def loader(*batches: dict) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(list(batches), batch_size=None)
+
+
+# ----------------------------------------------------------------------------- losses by hand
+
+
+def test_keypoint_2d_loss_hand_values_and_masks() -> None:
+    pred = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[0.5, 0.0], [0.0, 0.0]]], requires_grad=True)
+    gt = torch.tensor([[[1.0, 0.0, 1.0], [1.0, 3.0, 0.5]], [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]])
+    # sample 0: (1*1 + 0) + 0.5*(0 + 4) = 3 over 4 elements; sample 1: 0.25 over 4 elements.
+    assert Lf.keypoint_2d_loss(pred, gt, torch.ones(2)).item() == pytest.approx(3.25 / 8)
+    assert Lf.keypoint_2d_loss(pred, gt, torch.tensor([1, 0])).item() == pytest.approx(3.0 / 4)
+    none = Lf.keypoint_2d_loss(pred, gt, torch.zeros(2))
+    none.backward()
+    assert none.item() == 0.0 and torch.equal(pred.grad, torch.zeros_like(pred))
+
+
+def test_keypoint_3d_loss_centres_at_mid_hip() -> None:
+    right, left = joint_index("smpl_54", "right_hip_extra"), joint_index("smpl_54", "left_hip_extra")
+    gt = torch.zeros(1, 54, 4)
+    gt[..., 3] = 1.0
+    gt[0, right, :3] = torch.tensor([1.0, 0.0, 0.0])
+    gt[0, left, :3] = torch.tensor([-1.0, 0.0, 0.0])
+    pred = gt[..., :3].clone() + torch.tensor([5.0, -2.0, 7.0])  # translated: no loss
+    assert Lf.keypoint_3d_loss(pred, gt, torch.ones(1)).item() == pytest.approx(0.0, abs=1e-10)
+    pred[0, 0] += torch.tensor([0.0, 0.3, 0.0])  # one joint off by 0.3 m in y
+    assert Lf.keypoint_3d_loss(pred, gt, torch.ones(1)).item() == pytest.approx(0.09 / (54 * 3))
+    gt[0, 0, 3] = 0.0  # zero confidence removes it again
+    assert Lf.keypoint_3d_loss(pred, gt, torch.ones(1)).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_smpl_losses_hand_values() -> None:
+    angle = 0.7
+    gt_pose = torch.zeros(2, 72)
+    gt_pose[0, 3 * 5 + 2] = angle  # joint 5 turned about z
+    pred = torch.eye(3).expand(2, 24, 3, 3)
+    # |Rz(a) - I|_F^2 = 4 (1 - cos a), over the 24 * 9 elements of the one qualifying sample.
+    mask = torch.tensor([True, False])
+    assert Lf.smpl_pose_loss(pred, gt_pose, mask).item() == pytest.approx(4 * (1 - math.cos(angle)) / 216, rel=1e-5)
+    assert Lf.betas_loss(torch.ones(2, 10), torch.zeros(2, 10), mask).item() == pytest.approx(1.0)
+    vertices = torch.zeros(2, 5, 3)
+    assert Lf.vertex_loss(vertices + torch.tensor([0.1, -0.2, 0.0]), vertices, mask).item() == pytest.approx(0.1)
+    cam = torch.tensor([[0.0, 1.0, 1.0], [0.1, 0.0, 0.0]])
+    assert Lf.camera_prior(cam, torch.ones(2)).item() == pytest.approx((1.0 + math.exp(-2.0)) / 2)
+    for value in (Lf.smpl_pose_loss(pred, gt_pose, torch.zeros(2)), Lf.camera_prior(cam, torch.zeros(2))):
+        assert value.item() == 0.0 and not torch.isnan(value)
+
+
+# ----------------------------------------------------------------------------- system
+
+
+def test_output_shapes_rotations_and_body(body_dir: str) -> None:
+    system = make_system(body_dir).eval()
+    batch = make_batch(body_dir)
+    with torch.no_grad():
+        output, features = system(batch["img"])
+        body = system.predict_body(output)
+    assert features.shape == (4, system.backbone.feature_dim)
+    assert output.rotmat.shape == (4, 24, 3, 3) and output.betas.shape == (4, 10) and output.cam.shape == (4, 3)
+    torch.testing.assert_close(output.rotmat @ output.rotmat.transpose(-1, -2), torch.eye(3).expand(4, 24, 3, 3),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(output.rotmat), torch.ones(4, 24), atol=1e-5, rtol=0)
+    assert body.vertices.shape == (4, 6890, 3) and body.joints54.shape == (4, 54, 3)
+    assert body.joints_h36m.shape == (4, 17, 3)
+    assert system.focal_length == pytest.approx(5000.0 * 64 / 224)
+
+
+def test_masks_remove_samples_from_training_losses(body_dir: str) -> None:
+    system = make_system(body_dir).eval()
+    batch = make_batch(body_dir)
+    with torch.no_grad():
+        output, _ = system(batch["img"])
+        full = system.compute_losses(batch, output)
+        masked = system.compute_losses({**batch, "valid": torch.tensor([1, 1, 0, 1.0]),
+                                        "has_smpl": torch.tensor([1, 0, 1, 1.0])}, output)
+        keep = [0, 3]  # sample 1: no SMPL, sample 2: invalid image
+        sub = {k: v[keep] for k, v in batch.items()}
+        sub_output = type(output)(output.pose_6d[keep], output.rotmat[keep], output.betas[keep], output.cam[keep])
+        expected = system.compute_losses(sub, sub_output)
+    for term in ("pose", "betas"):
+        assert masked[term].item() == pytest.approx(expected[term].item(), rel=1e-5)
+        assert masked[term].item() != pytest.approx(full[term].item(), rel=1e-3)
+    nothing = {**batch, "valid": torch.zeros(4)}
+    with torch.no_grad():
+        zero = system.compute_losses(nothing, output)
+    assert all(v.item() == 0.0 for v in zero.values())
+
+
+@pytest.mark.parametrize("supervision, off, on", [
+    ("keypoints", ("smpl_body_pose", "smpl_betas"), ("keypoints2d", "keypoints3d")),
+    ("smpl", ("keypoints2d", "keypoints3d"), ("smpl_body_pose", "smpl_betas")),
+])
+def test_supervision_toggles_zero_the_right_gradients(body_dir: str, supervision: str, off, on) -> None:
+    system = make_system(body_dir, supervision=supervision, loss_vertices=1.0).eval()
+    batch = make_batch(body_dir)
+    for key in off + on:
+        batch[key] = batch[key].clone().requires_grad_(True)
+    with torch.no_grad():
+        output, _ = system(batch["img"])
+    output.betas.requires_grad_(True)
+    losses = system.compute_losses(batch, output)
+    losses["total"].backward()
+    for key in off:
+        assert batch[key].grad is None or torch.count_nonzero(batch[key].grad) == 0, key
+    for key in on:
+        assert batch[key].grad is not None and batch[key].grad.abs().sum() > 0, key
+    if supervision == "keypoints":
+        assert set(losses) == {"keypoints2d", "keypoints3d", "pose", "betas", "vertices", "camera", "total"}
+        assert losses["pose"].item() == 0.0 and losses["vertices"].item() == 0.0
+    # Restricting the toggle to another source code leaves these samples fully supervised.
+    system.hparams.supervision_sources = [7]
+    both = system.compute_losses(batch, output)
+    assert all(both[k].item() > 0 for k in ("keypoints2d", "keypoints3d", "pose", "betas", "vertices"))
+
+
+def _measure(system: HMRSystem, batch: dict) -> tuple[float, float]:
+    system.eval()
+    with torch.no_grad():
+        output, _ = system(batch["img"])
+        loss = system.compute_losses(batch, output)["total"].item()
+        errors = system.evaluate_prediction(batch, output.rotmat, output.betas, get_protocol("miniworld"))
+    return loss, errors["mpjpe"].mean().item()
+
+
+@pytest.mark.parametrize("variant", ["hmr_plus", "hmr"])
+def test_short_optimisation_fits_a_fixed_batch(body_dir: str, prior_path: str, variant: str) -> None:
+    """One epoch of 40 steps on one fixed batch (lr 1e-4, Adam): the eval-mode training loss
+    must drop below 25 % and the MPJPE below 50 % of their starting values (measured: ~11-13 %
+    and ~32-36 %)."""
+    system = make_system(body_dir, variant=variant, prior_poses_path=prior_path)
+    batch = make_batch(body_dir)
+    loss_before, mpjpe_before = _measure(system, batch)
+    system.train()
+    t = trainer(max_epochs=1)
+    t.fit(system, loader(*[batch] * 40), loader(batch))
+    assert system.global_step == 40 * (2 if variant == "hmr" else 1)  # manual: each optimizer steps
+    loss_after, mpjpe_after = _measure(system, batch)
+    assert loss_after < 0.25 * loss_before, (loss_before, loss_after)
+    assert mpjpe_after < 0.5 * mpjpe_before, (mpjpe_before, mpjpe_after)
+    # The end-of-epoch validation saw the same weights: its logged error is the same number.
+    assert t.callback_metrics["val/set0/mpjpe"].item() == pytest.approx(mpjpe_after, rel=1e-4)
+    assert t.callback_metrics["val/pa_mpjpe"].item() == pytest.approx(system.val_summaries["set0"]["pa_mpjpe"])
+
+
+def test_learning_rate_scaling(body_dir: str) -> None:
+    # Paper: batch 2048 (32 GPUs x 64) = 4 x SPIN's 512 gives 4 x SPIN's lr 5e-5 = 2e-4.
+    assert effective_learning_rate(5e-5, 64, world_size=32, accumulate=1, base_batch_size=512) == pytest.approx(2e-4)
+    assert effective_learning_rate(1e-4, 8, world_size=2, accumulate=3, base_batch_size=16) == pytest.approx(3e-4)
+    assert effective_learning_rate(1e-4, None, base_batch_size=None) == 1e-4
+    with pytest.raises(ValueError, match="batch_size"):
+        effective_learning_rate(1e-4, None, base_batch_size=64)
+    system = make_system(body_dir, variant="hmr", lr=2e-4, disc_lr=1e-4, batch_size=8, base_batch_size=16)
+    system.trainer = trainer(accumulate_grad_batches=1, max_steps=1)
+    generator, discriminator = system.configure_optimizers()
+    assert generator.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert discriminator.param_groups[0]["lr"] == pytest.approx(5e-5)
+    plus = make_system(body_dir, lr=2e-4, batch_size=8, base_batch_size=16)
+    plus.trainer = trainer(accumulate_grad_batches=4, max_steps=1)
+    assert plus.configure_optimizers().param_groups[0]["lr"] == pytest.approx(4e-4)
+
+
+def _np_pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Similarity Procrustes (Umeyama) for one sample, written independently of gtahuman."""
+    mu_p, mu_g = pred.mean(0), gt.mean(0)
+    x, y = pred - mu_p, gt - mu_g
+    u, _, vt = np.linalg.svd(x.T @ y)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    z = np.diag([1.0, 1.0, d])
+    rotation = vt.T @ z @ u.T
+    scale = np.trace(rotation @ x.T @ y) / (x**2).sum()
+    aligned = scale * x @ rotation.T + mu_g
+    return float(np.linalg.norm(aligned - gt, axis=1).mean())
+
+
+def test_mean_pose_baseline_matches_hand_computation(body_dir: str) -> None:
+    system = make_system(body_dir)
+    batches = [make_batch(body_dir, seed=1), make_batch(body_dir, seed=2)]
+    baseline = system.mean_pose_baseline(batches, protocol="miniworld")
+    mean_params = np.load(f"{body_dir}/smpl_mean_params.npz")
+    rotmat = rot6d_to_matrix(torch.tensor(mean_params["pose"]).reshape(24, 6)).float()
+    betas = torch.tensor(mean_params["shape"], dtype=torch.float32)[None]
+    neutral, gendered = BodyModel(body_dir), GenderedBodyModel(body_dir)
+    mpjpe, pa, pve = [], [], []
+    with torch.no_grad():
+        for batch in batches:
+            n = batch["smpl_betas"].shape[0]
+            pred = neutral(betas.expand(n, 10), rotmat[1:].expand(n, 23, 3, 3), rotmat[:1].expand(n, 1, 3, 3))
+            gt = gendered(batch["smpl_betas"], batch["smpl_body_pose"], batch["smpl_global_orient"], batch["gender"])
+            for i in range(n):
+                p = pred.joints_h36m[i].numpy().astype(np.float64)
+                t = gt.joints_h36m[i].numpy().astype(np.float64)
+                p, t = (p - p[0])[list(H36M_TO_J14)], (t - t[0])[list(H36M_TO_J14)]
+                mpjpe.append(np.linalg.norm(p - t, axis=1).mean() * 1000)
+                pa.append(_np_pa_mpjpe(p, t) * 1000)
+                pve.append(np.linalg.norm(pred.vertices[i].numpy() - gt.vertices[i].numpy(), axis=1).mean() * 1000)
+    assert baseline["mpjpe"] == pytest.approx(np.mean(mpjpe), rel=1e-4)
+    assert baseline["pa_mpjpe"] == pytest.approx(np.mean(pa), rel=1e-3)
+    assert baseline["pve"] == pytest.approx(np.mean(pve), rel=1e-4)
+    np.testing.assert_allclose(baseline["per_sample"]["mpjpe"], mpjpe, rtol=1e-4)
+
+
+def test_ground_truth_prediction_scores_zero_only_with_the_right_gender(body_dir: str) -> None:
+    system = make_system(body_dir)
+    batch = make_batch(body_dir)  # genders 0, 1, -1, -1
+    from gtahuman.body.rotations import axis_angle_to_matrix
+    gt_rotmat = axis_angle_to_matrix(torch.cat([batch["smpl_global_orient"], batch["smpl_body_pose"]], 1).reshape(4, 24, 3))
+    errors = system.evaluate_prediction(batch, gt_rotmat, batch["smpl_betas"], get_protocol("3dpw"))
+    # Predictions use the neutral model: exact for the neutral samples, not for male/female.
+    assert errors["mpjpe"][2:].max() < 1e-3 and errors["pve"][2:].max() < 1e-3
+    assert errors["pve"][:2].min() > 1.0
+    # H36M-style protocol: GT from keypoints3d (smpl_54 -> h36m by name); an invalid sample is NaN.
+    errors = system.evaluate_prediction({**batch, "valid": torch.tensor([1, 1, 1, 0.0])}, gt_rotmat,
+                                        batch["smpl_betas"], get_protocol("h36m_p2"))
+    assert set(errors) == {"mpjpe", "pa_mpjpe"} and torch.isnan(errors["mpjpe"][3])
+    assert errors["mpjpe"][2].item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_validation_and_test_results_per_set(body_dir: str) -> None:
+    system = make_system(body_dir, eval_sets=["miniworld_val", "h36m_p2"], feature_samples=3)
+    first, second = make_batch(body_dir, seed=3), make_batch(body_dir, seed=4)
+    repeated = {**second, "sample_id": torch.tensor([2, 3, 4, 5])}  # ids 2, 3 repeat (DDP padding)
+    t = trainer(max_steps=1)
+    t.test(system, [loader(first, repeated), loader(second)], verbose=False)
+    results = system.test_results
+    assert set(results) == {"miniworld_val", "h36m_p2"}
+    rows = results["miniworld_val"]
+    np.testing.assert_array_equal(rows["sample_id"], [0, 1, 2, 3, 4, 5])
+    assert rows["pred_pose"].shape == (6, 72) and rows["features"].shape == (3, system.backbone.feature_dim)
+    system.eval()
+    with torch.no_grad():
+        output, _ = system(first["img"])
+        expected = system.evaluate_prediction(first, output.rotmat, output.betas, get_protocol("miniworld"))
+    np.testing.assert_allclose(rows["pa_mpjpe"][:4], expected["pa_mpjpe"].numpy(), rtol=1e-4)
+    logged = t.callback_metrics
+    assert logged["test/miniworld_val/pa_mpjpe"].item() == pytest.approx(rows["pa_mpjpe"].mean(), rel=1e-5)
+    assert logged["test/pa_mpjpe"].item() == pytest.approx(rows["pa_mpjpe"].mean(), rel=1e-5)
+    assert "pve" not in results["h36m_p2"] and "test/h36m_p2/mpjpe" in logged
+
+
+def test_load_from_checkpoint_rebuilds_identical_system(body_dir: str, prior_path: str, tmp_path) -> None:
+    system = make_system(body_dir, variant="hmr", prior_poses_path=prior_path, n_iter=2)
+    batch = make_batch(body_dir)
+    t = trainer(max_steps=2)
+    t.fit(system, loader(batch, batch), loader(batch))
+    path = tmp_path / "two_steps.ckpt"
+    t.save_checkpoint(path)
+    restored = HMRSystem.load_from_checkpoint(path)
+    assert restored.hparams.variant == "hmr" and restored.head.n_iter == 2
+    system.eval()
+    restored.eval()
+    images = make_batch(body_dir, seed=5)["img"]
+    with torch.no_grad():
+        (a, fa), (b, fb) = system(images), restored(images)
+        real = torch.eye(3).expand(4, 23, 3, 3), torch.zeros(4, 10)
+        torch.testing.assert_close(system.discriminator(*real), restored.discriminator(*real), rtol=0, atol=0)
+    for x, y in ((a.rotmat, b.rotmat), (a.betas, b.betas), (a.cam, b.cam), (fa, fb)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    # Body models are rebuilt from body_model_dir, never stored in the checkpoint.
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    assert not any("smpl" in key or "J_regressor" in key for key in state)
+
+
+class MeanFeatureGap(torch.nn.Module):
+    """A stand-in DA objective: squared distance of the two domains' mean features, times a
+    learnable scale (so its parameters must reach the optimiser)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+        self.calls: list[tuple] = []
+
+    def forward(self, source_features, target_features, source_params, target_params, step):
+        self.calls.append((source_features.shape, target_features.shape, source_params.shape,
+                           target_params.shape, step))
+        gap = self.scale * (source_features.mean(0) - target_features.mean(0)).pow(2).sum()
+        return gap, {"gap": gap.detach()}
+
+
+def test_adaptation_hook_gets_both_domains_and_adds_its_loss(body_dir: str) -> None:
+    hook = MeanFeatureGap()
+    system = make_system(body_dir, adaptation=hook, loss_adaptation=0.5).eval()
+    assert "adaptation" not in system.hparams  # a module is not a hyper-parameter
+    source, target = make_batch(body_dir, n=4, seed=6), make_batch(body_dir, n=2, seed=7)
+    target["has_smpl"] = torch.zeros(2)  # unlabelled target: only its keypoints supervise
+    with torch.no_grad():
+        total, output, _, logs = system._objective({"source": source, "target": target})
+        merged = {k: torch.cat([source[k], target[k]]) for k in source}
+        supervised = system.compute_losses(merged, output)["total"]
+    assert hook.calls[0] == ((4, 512), (2, 512), (4, 157), (2, 157), 0)
+    assert total.item() == pytest.approx(supervised.item() + 0.5 * logs["train/adaptation/gap"].item(), rel=1e-6)
+    optimizer = system.configure_optimizers()
+    assert any(p is hook.scale for group in optimizer.param_groups for p in group["params"])
+    with pytest.raises(ValueError, match="source"):
+        system._objective(source)
+
+
+@pytest.mark.parametrize("variant", ["hmr_plus", "hmr"])
+def test_step_schedule_decays_at_the_milestone(body_dir: str, prior_path: str, variant: str) -> None:
+    system = make_system(body_dir, variant=variant, prior_poses_path=prior_path, lr=1e-4, disc_lr=1e-4,
+                         schedule="step", milestones=[1], gamma=0.1)
+    batch = make_batch(body_dir)
+    t = trainer(max_epochs=2)
+    t.fit(system, loader(batch), loader(batch))
+    lrs = [opt.param_groups[0]["lr"] for opt in t.optimizers]
+    assert lrs == pytest.approx([1e-5] * (2 if variant == "hmr" else 1))
+
+
+def _gather_worker(rank: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from gtahuman.systems.results import EvalResultsCollector
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # Uneven shards; rank 1 ends with repeats of ids 0 and 1 (DistributedSampler padding).
+        ids = [torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5, 0, 1])][rank]
+        collector = EvalResultsCollector(feature_samples=3)
+        collector.add(features=ids[:, None].float().expand(-1, 4), sample_id=ids, mpjpe=ids.double() * 10,
+                      pred_pose=ids[:, None].float().expand(-1, 72))
+        np.savez(f"{out_dir}/rank{rank}.npz", **collector.finish())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_eval_results_are_gathered_across_two_processes(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork: the children reuse the imported modules (spawn would re-import torch, lightning...).
+    torch.multiprocessing.start_processes(_gather_worker, args=(port, str(tmp_path)), nprocs=2, start_method="fork")
+    for rank in (0, 1):  # every rank ends with the same, complete, deduplicated rows
+        rows = np.load(tmp_path / f"rank{rank}.npz")
+        np.testing.assert_array_equal(rows["sample_id"], [0, 1, 2, 3, 4, 5])
+        np.testing.assert_array_equal(rows["mpjpe"], [0, 10, 20, 30, 40, 50])
+        np.testing.assert_array_equal(rows["pred_pose"][:, 0], [0, 1, 2, 3, 4, 5])
+        np.testing.assert_array_equal(rows["feature_sample_id"], [0, 1, 2])
+        np.testing.assert_array_equal(rows["features"][:, 0], [0, 1, 2])
