@@ -203,3 +203,14 @@ def test_per_sample_errors_keep_ids_aligned_sorted_and_deduplicated():
     assert out["pa_mpjpe"].tolist() == [0.5, 1.0, 1.5, 2.0]
     with pytest.raises(KeyError, match="pa_mpjpe"):
         rank0.update(ids, mpjpe=errors)
+
+
+def test_procrustes_keeps_finite_samples_when_one_diverged():
+    # a NaN prediction (diverged network) gives a NaN error for that sample only, no crash
+    gen = torch.Generator().manual_seed(3)
+    gt = torch.randn(3, 14, 3, generator=gen, dtype=torch.float64)
+    pred = gt.clone() * 2.0 + 1.0  # scaled and shifted: PA error 0
+    pred[1, 4] = float("nan")
+    errors = M.pa_mpjpe(pred, gt)
+    assert torch.isnan(errors[1])
+    assert torch.allclose(errors[[0, 2]], torch.zeros(2, dtype=torch.float64), atol=1e-9)

@@ -88,6 +88,11 @@ def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) 
         x1, x2 = pred - mu_pred, gt - mu_gt
         x1_fit = x1 * w  # weights are 0/1: masked joints drop out of K and of ‖X1‖²
     k = x1_fit.mT @ x2
+    # A diverged prediction (NaN/inf) must not abort the whole batch: fit the finite samples and
+    # let the others come out NaN, so they show up as NaN errors rather than as a crash.
+    finite = torch.isfinite(k).all(dim=(1, 2)) & torch.isfinite(x1).all(dim=(1, 2))
+    if not bool(finite.all()):
+        k = torch.where(finite[:, None, None], k, torch.eye(3, dtype=k.dtype, device=k.device))
     u, singular, vh = torch.linalg.svd(k)
     sign = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(pred.dtype)
     vh = torch.cat([vh[:, :2], vh[:, 2:] * sign[:, None, None]], dim=1)  # rows of Vᵀ: Z Vᵀ
@@ -97,7 +102,8 @@ def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) 
     var_pred = (x1_fit * x1).sum(dim=(1, 2))
     scale = trace_rk / var_pred.clamp_min(torch.finfo(pred.dtype).tiny)
     # s R p + t with t = μ_gt − s R μ_pred, written as s R (p − μ_pred) + μ_gt
-    return scale[:, None, None] * (x1 @ rot.mT) + mu_gt
+    aligned = scale[:, None, None] * (x1 @ rot.mT) + mu_gt
+    return aligned if bool(finite.all()) else torch.where(finite[:, None, None], aligned, float("nan"))
 
 
 def joint_errors(pred: Tensor, gt: Tensor) -> Tensor:

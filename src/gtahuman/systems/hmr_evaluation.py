@@ -51,14 +51,19 @@ class HMREvaluationMixin:
 
     # ------------------------------------------------------------------ names and protocols
 
-    def eval_set_name(self, dataloader_idx: int) -> str:
-        names = self.hparams.eval_sets
-        if names is None and self._trainer is not None:
-            names = getattr(self.trainer.datamodule, "eval_set_names", None)
+    def eval_set_name(self, dataloader_idx: int, stage: str = "val") -> str:
+        """The name of eval loader ``dataloader_idx``: the DataModule's names for this stage
+        (val or test) when it has them, else the ``eval_sets`` hyper-parameter."""
+        names = None
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "eval_set_names"):
+            names = datamodule.eval_set_names(stage)
+        if names is None:
+            names = self.hparams.eval_sets
         if names is None:
             return f"set{dataloader_idx}"
         if dataloader_idx >= len(names):
-            raise IndexError(f"eval dataloader {dataloader_idx} has no name: eval_sets = {list(names)}")
+            raise IndexError(f"{stage} dataloader {dataloader_idx} has no name: sets = {list(names)}")
         return str(names[dataloader_idx])
 
     def eval_protocol_for(self, set_name: str) -> Protocol:
@@ -123,7 +128,7 @@ class HMREvaluationMixin:
     # ------------------------------------------------------------------ Lightning hooks
 
     def _eval_step(self, stage: str, batch: Mapping[str, Tensor], dataloader_idx: int) -> None:
-        set_name = self.eval_set_name(dataloader_idx)
+        set_name = self.eval_set_name(dataloader_idx, stage)
         self._set_names[dataloader_idx] = set_name
         protocol = self.eval_protocol_for(set_name)
         output, features = self(batch["img"])

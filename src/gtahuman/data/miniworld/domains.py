@@ -67,7 +67,7 @@ REAL_INDOOR = DomainStyle(
 GTA = DomainStyle(
     name="gta", image_size=(480, 270), fov_deg=50.0, background="outdoor", actions=ACTIONS,
     elevation=ElevationTable((-10.0, 0.0, 10.0, 20.0, 30.0, 45.0, 60.0), (0.08, 0.30, 0.27, 0.15, 0.12, 0.08)),
-    person_height_px=(80.0, 190.0), beta_sigma=1.2, moving_camera=False, occluder_probability=0.6,
+    person_height_px=(80.0, 190.0), beta_sigma=1.2, moving_camera=False, occluder_probability=0.5,
     max_occluders=2, weathers=("clear", "clouds", "rain", "fog", "snow"),
     weather_weights=(0.4, 0.25, 0.15, 0.1, 0.1), daytime_hours=(4.0, 23.0),
     vivid_clothes=True, off_centre=0.4)

@@ -246,9 +246,16 @@ def place_occluders(rng: np.random.Generator, feet_cam: np.ndarray, count: int,
         yaw = rng.uniform(-0.4, 0.4)
         toward = np.cos(yaw) * to_camera + np.sin(yaw) * np.cross(up, to_camera)
         lateral = np.cross(up, toward)  # lateral x up = toward: a right-handed box frame
-        reach = size[0] / 2 + 0.3 if kind == "car" else 0.6
         along = rng.uniform(0.6, max(0.61, min(3.0, distance - 0.5 - size[2])))
-        centre = feet + along * to_camera + rng.uniform(-reach, reach) * lateral + 0.5 * size[1] * up
+        if kind in ("pillar", "crate"):
+            # Tall or wide boxes stand to one side with their edge near the line of sight, so
+            # they hide part of the person (as in GTA-Human, whose analyser drops frames where
+            # the person is hidden entirely), not the whole body.
+            offset = (size[0] / 2 + rng.uniform(-0.2, 0.3)) * rng.choice([-1.0, 1.0])
+        else:
+            reach = size[0] / 2 + 0.3 if kind == "car" else 0.6
+            offset = rng.uniform(-reach, reach)
+        centre = feet + along * to_camera + offset * lateral + 0.5 * size[1] * up
         colour = _OCCLUDER_COLOURS[kind][int(rng.integers(len(_OCCLUDER_COLOURS[kind])))]
         boxes.append(Box(center=tuple(centre), size=tuple(size), rotation=np.column_stack([lateral, up, toward]),
                          color=colour))
