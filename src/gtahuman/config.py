@@ -15,9 +15,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,8 +52,100 @@ class BodyConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One dataset: raw files in a real format, prepared once into an index (and crop cache)."""
+
+    kind: str = "spin_npz"  # gta_raw | spin_npz | humandata
+    path: str = MISSING  # the annotation file (npz) or the release root (gta_raw)
+    image_root: Optional[str] = None  # default: the folder of `path` (gta_raw: the root itself)
+    role: str = "real"  # real | synthetic (mixing groups; DA: real = source, synthetic = target)
+    weight: float = 1.0  # partition weight inside its role group (mmhuman3d-style mixing)
+    domain: Optional[str] = None  # domain label for analyses; default: the source name
+
+
+@dataclass
+class DataConfig:
+    # Mini world to generate (tiny | default | large) into <cache_dir>/miniworld/<size>-seed<seed>;
+    # paths below may use ${data.world_dir}. Null for real data only.
+    miniworld: Optional[str] = "default"
+    miniworld_seed: int = 0
+    world_dir: str = "${run.cache_dir}/miniworld/${data.miniworld}-seed${data.miniworld_seed}"
+    train: Dict[str, SourceConfig] = field(default_factory=dict)
+    val: Dict[str, SourceConfig] = field(default_factory=dict)  # model selection, never test
+    test: Dict[str, SourceConfig] = field(default_factory=dict)
+    mode: str = "blended"  # blended | finetune | adaptation
+    sampler: str = "mixture"  # a name from gtahuman.data.samplers.SAMPLERS
+    sampler_args: Dict[str, Any] = field(default_factory=dict)
+    real_ratio: Optional[float] = None  # real:synthetic ratio; null = partition weights
+    epoch_length: Optional[int] = None  # samples per epoch; null = the sampler's default
+    batch_size: int = 32  # global batch (divided by the world size)
+    num_workers: int = 0
+    img_res: int = 224
+    augment: bool = True
+    crop_cache: bool = True  # decode person crops from a cache, not full frames
+    crop_res: int = 256
+
+
+@dataclass
+class LossWeights:
+    # SPIN's weights (5*L2D + 5*L3D + 1*Lpose + 0.001*Lbetas + cam prior, all x60): the paper keeps
+    # SPIN's hyper-parameters for HMR+ BT.
+    keypoints2d: float = 300.0
+    keypoints3d: float = 300.0
+    smpl_pose: float = 60.0
+    smpl_betas: float = 0.06
+    camera: float = 60.0
+    vertices: float = 0.0
+    adversarial: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "hmr_plus"  # hmr (adversarial pose prior) | hmr_plus
+    backbone: str = "resnet50"  # a name from gtahuman.models.BACKBONES
+    backbone_args: Dict[str, Any] = field(default_factory=dict)
+    n_iter: int = 3
+    supervision: str = "both"  # both | keypoints | smpl (paper Table 8)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    init_checkpoint: Optional[str] = None  # fine-tuning: suite checkpoint or SPIN/mmhuman3d state dict
+    init_format: str = "auto"  # auto | suite | spin | mmhuman3d
+    prior_sources: List[str] = field(default_factory=list)  # train sources feeding the pose prior (hmr)
+    feature_samples: int = 256  # backbone features kept per eval set (UMAP analysis)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5  # SPIN's Adam lr
+    base_batch_size: Optional[int] = None  # linear scaling: lr * global_batch / base_batch_size
+    disc_lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | step
+    milestones: List[int] = field(default_factory=list)
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 1
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    log_every_n_steps: int = 10
+    val_check_interval: Optional[float] = None
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    progress_bar: bool = True
+
+
+@dataclass
 class EvalConfig:
     protocol: str = "miniworld"  # a name from gtahuman.evaluation.PROTOCOLS
+    monitor: str = "val/pa_mpjpe"  # best checkpoint = lowest value of this (a val metric)
 
 
 @dataclass
@@ -62,6 +154,10 @@ class Config:
     description: str = ""
     run: RunConfig = field(default_factory=RunConfig)
     body: BodyConfig = field(default_factory=BodyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
