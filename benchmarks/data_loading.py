@@ -1,4 +1,5 @@
-"""Samples/s per CPU core: decoding full 1920x1080 frames vs reading the crop cache.
+"""Samples/s per CPU core: decoding full 1920x1080 frames vs reading the crop cache (as files
+and as litdata shards).
 
     python benchmarks/data_loading.py [--frames 50] [--passes 3] [--img-res 224] [--crop-res 256]
                                       [--dir DIR]
@@ -11,7 +12,11 @@ one process with one torch thread, so the figures are per core:
 - ``full_frame``: decode the whole JPEG, crop, augment (what training costs without a cache);
 - ``full_frame_reduced``: the same with JPEG DCT-reduced decoding (the dataset's default when
   the box is large enough);
-- ``crop_cache``: decode the cached crop_res crop, augment.
+- ``crop_cache``: decode the cached crop_res crop, augment;
+- ``crop_shards``: the same crops read from litdata shards of the cache (local directory).
+
+``*_read_per_s`` time the two crop readers alone (random row order, no transform), and
+``shard_write_ms_per_frame`` the conversion of the finished cache into shards.
 
 Each pipeline is timed over ``--passes`` passes over all frames after a warm-up pass (the page
 cache then holds the files, as it does in training after the first epoch). Prints ``name:
@@ -25,13 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import litdata  # noqa: F401  imported up front: its ~1.5 s import is not part of the shard write time
 import numpy as np
 import torch
 from PIL import Image
 
-from gtahuman.data.crop_cache import build_crop_cache
+from gtahuman.data.crop_cache import CropCache, build_crop_cache
 from gtahuman.data.datasets import IndexDataset
 from gtahuman.data.index import synthesize_index
+from gtahuman.data.shards import CropShards, write_crop_shards
 from gtahuman.data.transforms import AugmentConfig, TrainTransform
 
 
@@ -58,6 +65,18 @@ def samples_per_second(dataset: IndexDataset, passes: int) -> float:
     return passes * len(dataset) / (time.perf_counter() - start)
 
 
+def reads_per_second(reader: CropCache | CropShards, passes: int) -> float:
+    """Crop reads alone, rows in a shuffled order (as the samplers draw them)."""
+    order = np.random.default_rng(1).permutation(len(reader)).tolist()
+    for i in order:  # warm-up
+        reader.read(i)
+    start = time.perf_counter()
+    for _ in range(passes):
+        for i in order:
+            reader.read(i)
+    return passes * len(reader) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=50)
@@ -81,22 +100,32 @@ def main() -> None:
         build_crop_cache(index, work, work / "cache", crop_res=args.crop_res, progress=False)
         build_s = time.perf_counter() - start
         cache_bytes = (work / "cache" / "crops.bin").stat().st_size
+        start = time.perf_counter()
+        write_crop_shards(work / "cache", work / "shards", progress=False)
+        shard_write_s = time.perf_counter() - start
 
         transform = TrainTransform(AugmentConfig(img_res=args.img_res), seed=0)
         pipelines = {
             "full_frame": IndexDataset(index, transform=transform, image_root=work, reduced_decoding=False),
             "full_frame_reduced": IndexDataset(index, transform=transform, image_root=work),
             "crop_cache": IndexDataset(index, transform=transform, crop_cache=work / "cache"),
+            "crop_shards": IndexDataset(index, transform=transform, crop_cache=CropShards(work / "shards")),
         }
         rates = {name: samples_per_second(ds, args.passes) for name, ds in pipelines.items()}
+        read_rates = {name: reads_per_second(pipelines[name].crop_cache, args.passes)
+                      for name in ("crop_cache", "crop_shards")}
 
         print(f"frames: {args.frames}")
         print(f"frame_kib_mean: {frame_bytes / args.frames / 1024:.1f}")
         print(f"cached_crop_kib_mean: {cache_bytes / args.frames / 1024:.1f}")
         print(f"cache_build_ms_per_frame: {1000 * build_s / args.frames:.2f}")
+        print(f"shard_write_ms_per_frame: {1000 * shard_write_s / args.frames:.3f}")
         for name, rate in rates.items():
             print(f"{name}_samples_per_s: {rate:.1f}")
             print(f"{name}_ms_per_sample: {1000 / rate:.2f}")
+        for name, rate in read_rates.items():
+            print(f"{name}_read_per_s: {rate:.1f}")
+        print(f"ratio_shards_vs_cache: {rates['crop_shards'] / rates['crop_cache']:.2f}")
         print(f"ratio_reduced_vs_full: {rates['full_frame_reduced'] / rates['full_frame']:.2f}")
         print(f"ratio: {rates['crop_cache'] / rates['full_frame']:.2f}")
     finally:

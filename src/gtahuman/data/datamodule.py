@@ -35,10 +35,12 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Sampler
 
+from gtahuman.data.crop_cache import CropCache
 from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.sampler_plans import EpochSampler
 from gtahuman.data.samplers import SAMPLERS, describe
+from gtahuman.data.shards import CropShards
 from gtahuman.data.transforms import AugmentConfig, TestTransform, TrainTransform
 
 Mode = Literal["blended", "finetune", "adaptation"]
@@ -50,19 +52,26 @@ FACTOR_COLUMNS = ("cam_elevation", "cam_azimuth", "pose_dist_mean", "pose_dist_t
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One dataset: its saved index, where its pixels are, and its role in the mixture."""
+    """One dataset: its saved index, where its pixels are, and its role in the mixture.
+
+    Pixels come from ``crop_shards_dir`` when set (litdata shards of the crop cache: a local
+    directory or a URL such as ``s3://bucket/crops``, see :mod:`.shards`), else from
+    ``crop_cache_dir``, else from the full frames under ``image_root``. With both shards and a
+    crop cache given, the shards must have been written from that cache (checked at setup).
+    """
 
     name: str
     index_dir: str
     image_root: str | None = None
     crop_cache_dir: str | None = None
     role: Literal["real", "synthetic"] = "real"
+    crop_shards_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ("real", "synthetic"):
             raise ValueError(f"source '{self.name}': role must be 'real' or 'synthetic'; got {self.role!r}")
-        if self.image_root is None and self.crop_cache_dir is None:
-            raise ValueError(f"source '{self.name}': give image_root or crop_cache_dir")
+        if self.image_root is None and self.crop_cache_dir is None and self.crop_shards_dir is None:
+            raise ValueError(f"source '{self.name}': give image_root, crop_cache_dir or crop_shards_dir")
 
     @classmethod
     def of(cls, value: SourceSpec | Mapping[str, Any]) -> SourceSpec:
@@ -199,8 +208,13 @@ class MixedDataModule(L.LightningDataModule):
     def _dataset(self, spec: SourceSpec, offset: int, source_id: int, train: bool) -> IndexDataset:
         cfg = self.augment_cfg
         transform = TrainTransform(cfg, seed=self.seed) if train and self.augment else TestTransform(cfg)
+        crops: CropShards | str | None = spec.crop_cache_dir
+        if spec.crop_shards_dir is not None:
+            crops = CropShards(spec.crop_shards_dir)
+            if spec.crop_cache_dir is not None:
+                crops.check_made_from(CropCache(spec.crop_cache_dir))
         return IndexDataset(SampleIndex.load(spec.index_dir, mmap=True), transform=transform,
-                            image_root=spec.image_root, crop_cache=spec.crop_cache_dir, sample_id_offset=offset,
+                            image_root=spec.image_root, crop_cache=crops, sample_id_offset=offset,
                             source_id=source_id, max_bad_samples=self.max_bad_samples, name=spec.name)
 
     def setup(self, stage: str | None = None) -> None:
@@ -364,7 +378,7 @@ class MixedDataModule(L.LightningDataModule):
             samplers = self.train_samplers()
             out["train_sources"] = [
                 {**asdict(spec), "samples": len(part),
-                 "reader": "crop cache" if part.crop_cache is not None else "full frame"}
+                 "reader": _reader_name(part)}
                 for spec, part in zip(self.train_sources, self._train_parts)]
             out["samplers"] = {key: describe(s) for key, s in samplers.items()}
         for split, specs in (("val", self.val_sets), ("test", self.test_sets)):
@@ -381,6 +395,12 @@ class MixedDataModule(L.LightningDataModule):
         """Distinct unreadable samples met so far in the train and eval datasets."""
         parts = self._train_parts + [d for ds in self._eval.values() for d in ds]
         return sum(p.bad.count for p in parts)
+
+
+def _reader_name(part: IndexDataset) -> str:
+    if part.crop_cache is None:
+        return "full frame"
+    return "crop shards" if isinstance(part.crop_cache, CropShards) else "crop cache"
 
 
 __all__ = ["FACTOR_COLUMNS", "EpochTaggedSampler", "MixedDataModule", "SourceSpec"]

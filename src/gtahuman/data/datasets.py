@@ -1,6 +1,7 @@
 """Index-backed datasets: one :class:`IndexDataset` per sample index, and their concatenation.
 
-``IndexDataset[i]`` reads the person's pixels from a crop cache when one is given, else from
+``IndexDataset[i]`` reads the person's pixels from a crop cache (or its litdata shards,
+:class:`.shards.CropShards`: same ``read(i)`` contract) when one is given, else from
 the full frame (JPEGs decoded at 1/2, 1/4 or 1/8 size when the crop still gets enough pixels),
 re-expresses centre, box side and 2D keypoints in the pixels of the image it read, applies the
 transform (:mod:`gtahuman.data.transforms`) and returns a dict of tensors::
@@ -30,7 +31,7 @@ import multiprocessing.context
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from gtahuman.data.crop_cache import (
 )
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.warp import compose_affines, transform_points
+
+if TYPE_CHECKING:
+    from gtahuman.data.shards import CropShards
 
 log = logging.getLogger(__name__)
 SampleKey = int | tuple[int, int]  # i, or (epoch, i)
@@ -124,7 +128,8 @@ class IndexDataset(Dataset):
     ``transform(sample, sample_id)`` (or ``(sample, sample_id, epoch=e)`` for transforms with
     ``set_epoch``, when the key carries an epoch). ``reduced_decoding`` lets the full-frame
     path decode JPEGs at reduced size; it needs the transform's ``cfg`` (img_res, bbox_margin,
-    scale_factor) to know how many pixels the crop needs.
+    scale_factor) to know how many pixels the crop needs. ``crop_cache`` is a :class:`CropCache`,
+    a :class:`~gtahuman.data.shards.CropShards` or a crop cache directory.
     """
 
     def __init__(
@@ -133,7 +138,7 @@ class IndexDataset(Dataset):
         *,
         transform: Callable[..., dict[str, Any]],
         image_root: str | os.PathLike | None = None,
-        crop_cache: CropCache | str | os.PathLike | None = None,
+        crop_cache: CropCache | CropShards | str | os.PathLike | None = None,
         sample_id_offset: int = 0,
         source_id: int = 0,
         max_bad_samples: int = 100,
@@ -145,11 +150,11 @@ class IndexDataset(Dataset):
             raise ValueError(f"dataset '{self.name}': give image_root (full frames) or crop_cache (or both)")
         self.index, self.transform = index, transform
         self.image_root = Path(image_root) if image_root is not None else None
-        if crop_cache is not None and not isinstance(crop_cache, CropCache):
+        if isinstance(crop_cache, (str, os.PathLike)):
             crop_cache = CropCache(crop_cache)
         if crop_cache is not None:
             crop_cache.check(index)
-        self.crop_cache: CropCache | None = crop_cache
+        self.crop_cache: CropCache | CropShards | None = crop_cache
         self.sample_id_offset, self.source_id = int(sample_id_offset), int(source_id)
         self.bad = BadSampleCounter(len(index), max_bad_samples, f"dataset '{self.name}'")
         cfg = getattr(transform, "cfg", None)
