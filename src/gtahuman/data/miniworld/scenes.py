@@ -251,7 +251,7 @@ def place_occluders(rng: np.random.Generator, feet_cam: np.ndarray, count: int,
             # Tall or wide boxes stand to one side with their edge near the line of sight, so
             # they hide part of the person (as in GTA-Human, whose analyser drops frames where
             # the person is hidden entirely), not the whole body.
-            offset = (size[0] / 2 + rng.uniform(-0.2, 0.3)) * rng.choice([-1.0, 1.0])
+            offset = (size[0] / 2 + rng.uniform(0.0, 0.35)) * rng.choice([-1.0, 1.0])
         else:
             reach = size[0] / 2 + 0.3 if kind == "car" else 0.6
             offset = rng.uniform(-reach, reach)

@@ -48,7 +48,7 @@ from gtahuman.data.miniworld.domains import SIZES, STYLES, scaled_size
 from gtahuman.data.miniworld.plan import Job, action_sets, plan_world
 from gtahuman.data.miniworld.simulate import BodyModels, intrinsics, simulate_sequence
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MANIFEST, PARTIAL_MARKER = "world.json", "world.partial.json"
 DOMAIN_DIRS = ("real_indoor", "gta", "wild")
 TOY_BODY_SEED = 0  # the suite's default toy body (cache_dir/toy_body) uses this seed too
