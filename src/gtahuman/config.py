@@ -8,7 +8,14 @@ and the valid choices, never a silent default.
 
 An overlay file ``experiments/configs/experiment/<name>.yaml`` is a partial tree. It may start
 with ``extends: [other, ...]`` to stack other overlays first (a mini-world version of a paper row
-extends the real-data row and overrides only the paths).
+extends the real-data row and overrides only the paths), ``replace: [data.train, ...]`` to
+empty those mappings before merging its own tree (merging alone adds keys, so a real-data row
+could never drop the mini-world sources of base.yaml), and ``drop: [data.train.gta]`` to delete
+single entries (a real-only row). Overlays whose name starts with ``_`` are fragments for
+``extends`` (``experiment_names`` lists only runnable ones).
+
+A value of ``???`` (OmegaConf's MISSING) is one the user must give, e.g. ``body.model_dir`` of a
+real-data row; ``require_complete`` (called before any work) names every such key.
 """
 from __future__ import annotations
 
@@ -26,6 +33,15 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
 
 class ConfigError(ValueError):
     """A configuration that does not match the schema, or a missing overlay file."""
+
+
+# What to give for keys that real-data overlays leave as ??? (shown in require_complete's error).
+MISSING_HINTS = {
+    "body.model_dir": "a directory with SMPL_{NEUTRAL,MALE,FEMALE}.pkl (or .npz), J_regressor_h36m.npy, "
+                      "J_regressor_extra.npy and smpl_mean_params.npz",
+    "model.init_checkpoint": "the checkpoint to fine-tune from (a best.ckpt of this suite, or a SPIN / "
+                             "mmhuman3d state dict, see model.init_format)",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,6 +86,9 @@ class DataConfig:
     miniworld: Optional[str] = "default"
     miniworld_seed: int = 0
     world_dir: str = "${run.cache_dir}/miniworld/${data.miniworld}-seed${data.miniworld_seed}"
+    # Root of the user's real data (mmhuman3d layout: preprocessed_datasets/*.npz, datasets/<name>/,
+    # pretrained/); real-data overlays write their paths as ${data.root}/...
+    root: str = "${oc.env:GTAHUMAN_DATA,data}"
     train: Dict[str, SourceConfig] = field(default_factory=dict)
     val: Dict[str, SourceConfig] = field(default_factory=dict)  # model selection, never test
     test: Dict[str, SourceConfig] = field(default_factory=dict)
@@ -106,6 +125,8 @@ class ModelConfig:
     backbone_args: Dict[str, Any] = field(default_factory=dict)
     n_iter: int = 3
     supervision: str = "both"  # both | keypoints | smpl (paper Table 8)
+    # Train sources the supervision toggle applies to (Table 8: the GTA source); null = all of them.
+    supervision_sources: Optional[List[str]] = None
     loss_weights: LossWeights = field(default_factory=LossWeights)
     init_checkpoint: Optional[str] = None  # fine-tuning: suite checkpoint or SPIN/mmhuman3d state dict
     init_format: str = "auto"  # auto | suite | spin | mmhuman3d
@@ -146,6 +167,9 @@ class TrainerConfig:
 class EvalConfig:
     protocol: str = "miniworld"  # a name from gtahuman.evaluation.PROTOCOLS
     monitor: str = "val/pa_mpjpe"  # best checkpoint = lowest value of this (a val metric)
+    # Eval set name -> protocol, for sets that do not use `protocol` (e.g. h36m_p2 on an H36M set).
+    # A set named like a protocol (3dpw, h36m_p2, ...) uses that protocol without an entry here.
+    protocols: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,8 +250,42 @@ def _overlay_chain(name: str, config_dir: Path, seen: tuple[str, ...] = ()) -> l
     return chain + [(path, node)]
 
 
-def experiment_names(config_dir: Path = DEFAULT_CONFIG_DIR) -> list[str]:
-    return sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+def _apply_directives(cfg: DictConfig, node: DictConfig, source: Path) -> None:
+    """Apply an overlay's ``replace:`` (empty these mappings) and ``drop:`` (delete these keys,
+    e.g. ``data.train.gta`` for a real-only row) to ``cfg``, popping them from ``node``."""
+    for directive in ("replace", "drop"):
+        keys = node.pop(directive, []) if directive in node else []
+        for key in [keys] if isinstance(keys, str) else keys:
+            parent_key, _, leaf = str(key).rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key, throw_on_missing=False) if parent_key else cfg
+            target = OmegaConf.select(cfg, str(key), throw_on_missing=False)
+            if directive == "replace" and isinstance(target, DictConfig):
+                for child in list(target.keys()):
+                    del target[child]
+            elif directive == "drop" and isinstance(parent, DictConfig) and leaf in parent and parent_key:
+                del parent[leaf]
+            else:
+                expected = "a mapping of the config (e.g. data.train)" if directive == "replace" else \
+                    "an existing entry of a mapping (e.g. data.train.gta)"
+                raise ConfigError(f"{source}: '{directive}' names '{key}'; expected {expected}")
+
+
+def _marked_missing(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys an overlay sets to ``???`` (read without resolving its interpolations)."""
+    keys = []
+    for key in node.keys():
+        dotted = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            keys.append(dotted)
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            keys += _marked_missing(node[key], dotted + ".")
+    return keys
+
+
+def experiment_names(config_dir: Path = DEFAULT_CONFIG_DIR, fragments: bool = False) -> list[str]:
+    """Runnable experiment overlays (``fragments=True``: also the ``_name`` parts they extend)."""
+    stems = (p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+    return sorted(s for s in stems if fragments or not s.startswith("_"))
 
 
 def load_config(overrides: Sequence[str] = (), config_dir: Path | str = DEFAULT_CONFIG_DIR) -> DictConfig:
@@ -251,7 +309,11 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = DEFAULT_
     name = experiment or cfg.experiment
     if experiment is not None or (config_dir / "experiment" / f"{name}.yaml").is_file():
         for path, node in _overlay_chain(name, config_dir):
+            _apply_directives(cfg, node, path)
+            required = _marked_missing(node)
             cfg = _merge(schema, cfg, node, str(path))
+            for key in required:  # merging never lets ??? replace a value; the overlay means it
+                OmegaConf.update(cfg, key, MISSING, merge=False)
     cfg.experiment = name
     try:
         cli = OmegaConf.from_dotlist(rest)
@@ -261,6 +323,37 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = DEFAULT_
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def load_run_config(path: Path | str, overrides: Sequence[str] = ()) -> DictConfig:
+    """A run directory's saved ``config.yaml`` (already resolved), validated against the schema,
+    with command-line ``key=value`` overrides on top (used by ``experiments.evaluate``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no run config at {path}; expected the config.yaml a run writes into its directory")
+    schema = OmegaConf.structured(Config)
+    cfg = _merge(schema, schema, _load_yaml(path), str(path))
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise ConfigError(f"command-line override '{bad[0]}' must look like key=value")
+    try:
+        cli = OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse command-line overrides {list(overrides)}: {err}") from None
+    cfg = _merge(schema, cfg, cli, "the command line")
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def require_complete(cfg: DictConfig) -> None:
+    """Fail, naming each key, when a value the user must give (``???``) is still missing."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if not missing:
+        return
+    lines = [f"  {key}: {MISSING_HINTS.get(key, 'a value is required')}" for key in missing]
+    example = " ".join(f"{key}=..." for key in missing)
+    raise ConfigError(f"experiment '{cfg.experiment}' needs values for {', '.join(missing)} (marked ??? in its "
+                      f"config):\n" + "\n".join(lines) + f"\ngive them on the command line: {example}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -2,6 +2,7 @@
 
 Stages, each cached or resumable so a rerun redoes no finished work:
 
+0. the config is complete: every ``???`` value (``body.model_dir`` of a real-data row...) is given;
 1. body model: ``body.model_dir`` is checked; null generates the toy body model into the cache;
 2. data: the mini world is generated when asked for; every source is prepared once into an index
    (``<cache_dir>/indices``) and, with ``data.crop_cache``, a crop cache (``<cache_dir>/crops``);
@@ -10,9 +11,14 @@ Stages, each cached or resumable so a rerun redoes no finished work:
 4. fit, then test the best checkpoint on every test set; per-sample errors, predictions, sampled
    backbone features and metrics.json are written into the run directory; the mean-pose
    baseline is evaluated on the same sets for comparison.
+
+The argument assembly (`datamodule_arguments`, `system_arguments`) is separate from the data
+preparation so that tests can check every experiment config builds without any data, and
+``experiments.evaluate`` reuses the same pieces on a finished run.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import time
@@ -23,12 +29,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import write_toy_body_assets
+from gtahuman.config import require_complete
 from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.prepare import prepare_dataset
@@ -89,22 +98,28 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
                       crop_cache_dir=None if crop_dir is None else str(crop_dir), role=src.role)
 
 
-def build_datamodule(cfg: DictConfig, body_dir: Path) -> MixedDataModule:
-    specs = {split: {name: prepare_source(name, src, cfg, body_dir) for name, src in cfg.data[split].items()}
-             for split in ("train", "val", "test")}
+def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]]) -> dict[str, Any]:
+    """`MixedDataModule` keyword arguments from the config and prepared ``specs[split][name]``."""
+    train = list(specs.get("train", {}).values())
     sampler_args = dict(OmegaConf.to_container(cfg.data.sampler_args, resolve=True))
     if cfg.data.real_ratio is not None:
-        synthetic = [i for i, s in enumerate(specs["train"].values()) if s.role == "synthetic"]
+        synthetic = [i for i, s in enumerate(train) if s.role == "synthetic"]
         sampler_args.update(real_ratio=cfg.data.real_ratio, synthetic_sources=synthetic)
     if cfg.data.sampler == "mixture" and "partition" not in sampler_args:
         # weights inside each role group (or across all sources when no real_ratio is given)
-        sampler_args["partition"] = [float(s.weight) for s in cfg.data.train.values()]
-    return MixedDataModule(
-        train_sources=list(specs["train"].values()), sampler=cfg.data.sampler, sampler_args=sampler_args,
-        val_sets=specs["val"], test_sets=specs["test"], batch_size=cfg.data.batch_size,
+        sampler_args["partition"] = [float(cfg.data.train[s.name].weight) for s in train]
+    return dict(
+        train_sources=train, sampler=cfg.data.sampler, sampler_args=sampler_args,
+        val_sets=specs.get("val", {}), test_sets=specs.get("test", {}), batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.data.num_workers > 0, img_res=cfg.data.img_res, augment=cfg.data.augment,
         seed=cfg.run.seed, mode=cfg.data.mode, epoch_length=cfg.data.epoch_length)
+
+
+def build_datamodule(cfg: DictConfig, body_dir: Path) -> MixedDataModule:
+    specs = {split: {name: prepare_source(name, src, cfg, body_dir) for name, src in cfg.data[split].items()}
+             for split in ("train", "val", "test")}
+    return MixedDataModule(**datamodule_arguments(cfg, specs))
 
 
 def write_prior_poses(dm: MixedDataModule, names: list[str], out: Path) -> str | None:
@@ -128,89 +143,183 @@ def write_prior_poses(dm: MixedDataModule, names: list[str], out: Path) -> str |
     return str(out)
 
 
-def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None) -> HMRSystem:
+def supervision_source_ids(cfg: DictConfig, train_names: list[str]) -> list[int] | None:
+    """``model.supervision_sources`` (train source names) -> source ids (positions); None = all."""
+    names = cfg.model.supervision_sources
+    if names is None:
+        return None
+    unknown = [n for n in names if n not in train_names]
+    if unknown:
+        raise ValueError(f"model.supervision_sources names {unknown}, not among the train sources {train_names}")
+    return [train_names.index(n) for n in names]
+
+
+def configured_world_size(cfg: DictConfig) -> int:
+    """Processes the config asks for (devices x nodes); 1 when ``devices`` is left to Lightning."""
+    devices = cfg.trainer.devices
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        count = int(devices)
+    elif OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        count = len(devices)
+    else:
+        count = 1
+    return count * cfg.trainer.num_nodes
+
+
+def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], prior_path: str | None,
+                     world_size: int | None = None) -> dict[str, Any]:
+    """`HMRSystem` keyword arguments (all explicit: they become the checkpoint's hyper-parameters).
+    ``world_size``: the Trainer's (default: `configured_world_size`)."""
     m, o, w = cfg.model, cfg.optim, cfg.model.loss_weights
-    return HMRSystem(
+    world_size = world_size or configured_world_size(cfg)
+    if cfg.data.batch_size % world_size:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} is global and must divide by the world size "
+                         f"{world_size} (trainer.devices x trainer.num_nodes)")
+    return dict(
         body_model_dir=str(body_dir), backbone=m.backbone,
         backbone_args=OmegaConf.to_container(m.backbone_args, resolve=True), img_res=cfg.data.img_res,
         variant=m.variant, n_iter=m.n_iter, supervision=m.supervision,
+        supervision_sources=supervision_source_ids(cfg, train_names),
         loss_keypoints2d=w.keypoints2d, loss_keypoints3d=w.keypoints3d, loss_pose=w.smpl_pose,
         loss_betas=w.smpl_betas, loss_camera=w.camera, loss_vertices=w.vertices, loss_adversarial=w.adversarial,
         lr=o.lr, disc_lr=o.disc_lr, weight_decay=o.weight_decay,
-        # data.batch_size is already global (split across ranks by the DataModule)
-        batch_size=cfg.data.batch_size * cfg.trainer.accumulate_grad_batches,
+        # Per device: data.batch_size is global, and the system's lr scaling multiplies by the
+        # trainer's world size and accumulation itself (global batch x accumulate / base).
+        batch_size=cfg.data.batch_size // world_size,
         base_batch_size=o.base_batch_size, schedule=o.schedule, milestones=list(o.milestones) or None,
         gamma=o.gamma, prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
-        eval_protocol=cfg.eval.protocol, feature_samples=m.feature_samples)
+        eval_protocol=cfg.eval.protocol, eval_protocols=dict(cfg.eval.protocols) or None,
+        feature_samples=m.feature_samples)
+
+
+def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None,
+                 world_size: int | None = None) -> HMRSystem:
+    return HMRSystem(**system_arguments(cfg, body_dir, [s.name for s in dm.train_sources], prior_path, world_size))
 
 
 # ----------------------------------------------------------------------------------- running
+class _AppendingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv and its columns (Lightning's writer deletes the file when
+    the log directory is not empty, which would erase a resumed run's first epochs)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger whose ``logs/metrics.csv`` grows across resumed sessions of one run."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def build_trainer(cfg: DictConfig, run: RunDir) -> tuple[L.Trainer, ModelCheckpoint]:
+    """Trainer with two checkpoints: best.ckpt (lowest ``eval.monitor`` on the val sets) and
+    last.ckpt (every epoch end, what ``run.resume`` continues from). Two callbacks, because
+    Lightning's ``save_last=True`` refreshes last.ckpt only when a top-k checkpoint is saved, so
+    after an epoch that did not improve, last.ckpt would still hold the best epoch."""
     t = cfg.trainer
+    if cfg.model.variant == "hmr" and t.gradient_clip_val is not None:
+        raise ValueError(f"trainer.gradient_clip_val={t.gradient_clip_val} cannot be used with model.variant=hmr "
+                         "(manual optimisation: Lightning does not clip it); set trainer.gradient_clip_val=null")
     has_val = len(cfg.data.val) > 0
     best = ModelCheckpoint(dirpath=run.checkpoint_dir, filename="best", monitor=cfg.eval.monitor if has_val else None,
-                           mode="min", save_last=True, save_top_k=1 if has_val else 0, enable_version_counter=False)
+                           mode="min", save_top_k=1 if has_val else 0, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=run.last_checkpoint.stem, monitor=None,
+                           save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     optional = {k: t[k] for k in ("gradient_clip_val", "val_check_interval", "limit_train_batches",
                                   "limit_val_batches") if t[k] is not None}
     trainer = L.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar, use_distributed_sampler=False, callbacks=[best],
-        logger=CSVLogger(str(run.path), name="logs", version=""), default_root_dir=str(run.path),
+        enable_progress_bar=t.progress_bar, use_distributed_sampler=False, callbacks=[best, last],
+        logger=ResumableCSVLogger(str(run.path), name="logs", version=""), default_root_dir=str(run.path),
         num_sanity_val_steps=0, **optional)
     return trainer, best
 
 
-def write_results(run: RunDir, system: HMRSystem, dm: MixedDataModule) -> None:
-    """Per-sample errors/predictions (+ the index's factor columns) and sampled features."""
+def write_predictions(out: Path, results: dict[str, dict[str, np.ndarray]], sets: dict[str, SourceSpec]) -> None:
+    """Per set: ``<name>.npz`` (sample ids, per-sample errors, predictions, the index's factor
+    columns, sequence/frame ids) and ``<name>_features.npz`` (sampled backbone features)."""
     from gtahuman.data.datamodule import FACTOR_COLUMNS
     from gtahuman.data.index import SampleIndex
 
-    out = run.path / "predictions"
-    out.mkdir(exist_ok=True)
-    for name, spec in dm.test_sets.items():
-        results = dict(system.test_results.get(name, {}))
-        if not results:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, spec in sets.items():
+        rows = dict(results.get(name, {}))
+        if not rows:
             continue
         index = SampleIndex.load(spec.index_dir)
-        ids = results["sample_id"].astype(np.int64)
+        ids = rows["sample_id"].astype(np.int64)
         for column in FACTOR_COLUMNS + ("sequence_id", "frame_id"):
-            results[f"factor_{column}" if column in FACTOR_COLUMNS else column] = np.asarray(index[column])[ids]
-        features = {k: results.pop(k) for k in list(results) if k.startswith("feature")}
-        np.savez(out / f"{name}.npz", **results)
+            rows[f"factor_{column}" if column in FACTOR_COLUMNS else column] = np.asarray(index[column])[ids]
+        features = {k: rows.pop(k) for k in list(rows) if k.startswith("feature")}
+        np.savez(out / f"{name}.npz", **rows)
         if features:
-            np.savez(run.path / "predictions" / f"{name}_features.npz", **features)
+            np.savez(out / f"{name}_features.npz", **features)
+
+
+def evaluate_test_sets(trainer: L.Trainer, system: HMRSystem, dm: MixedDataModule,
+                      ckpt_path: str | None) -> dict[str, Any]:
+    """Test ``ckpt_path`` (None: the system as it is) on every test set of ``dm``, and the
+    mean-pose baseline under each set's protocol. Returns the metrics.json entries."""
+    trainer.test(system, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+    names = dm.eval_set_names("test")
+    baselines = {}
+    for name, loader in zip(names, dm.test_dataloader()):
+        baseline = system.mean_pose_baseline(loader, protocol=system.eval_protocol_for(name).name)
+        baseline.pop("per_sample")
+        baselines[name] = baseline
+    return {"test": system.test_summaries, "mean_pose_baseline": baselines,
+            "protocols": {name: system.eval_protocol_for(name).name for name in names}}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment described by ``cfg`` (see gtahuman.config); returns its metrics."""
     start = time.time()
+    require_complete(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     body_dir = ensure_assets(cfg)
     dm = build_datamodule(cfg, body_dir)
     run = create_run_dir(cfg)
     logger = attach_log(run)
     logger.info("run %s: experiment %s", run.path, cfg.experiment)
-    prior = write_prior_poses(dm, list(cfg.model.prior_sources), run.path / "prior_poses.npz")
-    system = build_system(cfg, body_dir, dm, prior)
+    prior = None
+    if cfg.model.variant == "hmr":  # only the adversarial prior reads them
+        prior = write_prior_poses(dm, list(cfg.model.prior_sources), run.path / "prior_poses.npz")
     trainer, best = build_trainer(cfg, run)
-    ckpt = str(run.last_checkpoint) if cfg.run.resume and run.last_checkpoint.is_file() else None
-    trainer.fit(system, datamodule=dm, ckpt_path=ckpt)
+    system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size)
+    ckpt = None
+    if cfg.run.resume:
+        if run.last_checkpoint.is_file():
+            ckpt = str(run.last_checkpoint)
+            logger.info("resuming from %s", ckpt)
+        else:  # interrupted before its first checkpoint: nothing to continue from
+            logger.warning("run.resume=true but %s does not exist; training from the start", run.last_checkpoint)
+    with warnings.catch_warnings():
+        if ckpt:  # a resumed run's checkpoint folder is expected to hold checkpoints
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        trainer.fit(system, datamodule=dm, ckpt_path=ckpt)
     metrics: dict[str, Any] = {"experiment": cfg.experiment, "run_dir": str(run.path),
                                "protocol": cfg.eval.protocol, "global_step": int(trainer.global_step),
                                "body_model_is_toy": bool(system.is_toy_body)}
-    test_ckpt = best.best_model_path or str(run.last_checkpoint)
-    metrics["tested_checkpoint"] = Path(test_ckpt).name
+    test_ckpt = best.best_model_path or (str(run.last_checkpoint) if run.last_checkpoint.is_file() else None)
+    # No checkpoint without a training step (trainer.max_steps=0): test the weights in memory,
+    # i.e. model.init_checkpoint as imported (how a published model is evaluated, e.g. SPIN).
+    metrics["tested_checkpoint"] = Path(test_ckpt).name if test_ckpt else "in-memory (no training step)"
     if cfg.data.test:
-        trainer.test(system, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
-        metrics["test"] = system.test_summaries
-        metrics["mean_pose_baseline"] = {}
-        for k, name in enumerate(dm.eval_set_names("test")):
-            baseline = system.mean_pose_baseline(dm.test_dataloader()[k])
-            baseline.pop("per_sample")
-            metrics["mean_pose_baseline"][name] = baseline
-        write_results(run, system, dm)
+        metrics.update(evaluate_test_sets(trainer, system, dm, test_ckpt))
+        write_predictions(run.path / "predictions", system.test_results, dm.test_sets)
     metrics["bad_samples"] = dm.bad_sample_count
     metrics["wall_time_s"] = round(time.time() - start, 1)
     run.write_metrics(metrics)
@@ -220,14 +329,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def format_results(metrics: dict[str, Any]) -> str:
     """The table printed at the end of a run: each test set, model vs mean-pose baseline (mm)."""
-    protocol = get_protocol(metrics["protocol"])
     names = ("mpjpe", "pa_mpjpe", "pve")
-    lines = [f"{'test set':<16} {'model':<16} " + " ".join(f"{n.upper():>10}" for n in names)]
+    protocols = {name: metrics.get("protocols", {}).get(name, metrics["protocol"]) for name in metrics.get("test", {})}
+    width = max([16, *(len(n) + 1 for n in protocols)])
+    pwidth = max([13, *(len(p) + 1 for p in protocols.values())])
+    header = f"{'test set':<{width}} {'protocol':<{pwidth}} {'model':<10} "
+    lines = [header + " ".join(f"{n.upper():>10}" for n in names)]
+    toy = bool(metrics.get("body_model_is_toy"))
     for set_name, summary in metrics.get("test", {}).items():
+        toy |= get_protocol(protocols[set_name]).toy_body_model
         for label, values in (("trained", summary), ("mean pose", metrics["mean_pose_baseline"].get(set_name, {}))):
             cells = " ".join(f"{values.get(n, float('nan')):>10.1f}" for n in names)
-            lines.append(f"{set_name:<16} {label:<16} {cells}")
-    note = "errors in mm; " + f"protocol '{metrics['protocol']}'"
-    if metrics.get("body_model_is_toy") or protocol.toy_body_model:
+            lines.append(f"{set_name:<{width}} {protocols[set_name]:<{pwidth}} {label:<10} {cells}")
+    note = "errors in mm (nan: not part of the protocol)"
+    if toy:
         note += "; numbers come from the toy body model and the mini world, not SMPL or real data"
     return "\n".join(lines + [note])

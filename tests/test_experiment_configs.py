@@ -1,0 +1,141 @@
+"""Every experiment config (one per paper row, real-data and mini-world versions) builds.
+
+No training and no data: each config is loaded and validated, its named components are checked
+against their registries, and the exact keyword arguments ``train()`` would pass are used to
+construct the HMRSystem (toy body model in place of ``body.model_dir``, no weight files), the
+MixedDataModule (placeholder index paths) and the train sampler (a synthetic ``sources`` array
+with the real datasets' rough sizes). The paper's BT / FT hyper-parameters are checked on the
+real-data rows, and those rows refuse to run until ``body.model_dir`` is given.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from gtahuman.body.toy import write_toy_body_assets
+from gtahuman.config import ConfigError, experiment_names, load_config, require_complete
+from gtahuman.data.datamodule import MixedDataModule, SourceSpec
+from gtahuman.data.prepare_sources import SOURCES
+from gtahuman.data.samplers import SAMPLERS, describe
+from gtahuman.evaluation import PROTOCOLS
+from gtahuman.models import BACKBONES
+from gtahuman.systems.hmr import HMRSystem, effective_learning_rate
+from gtahuman.train import configured_world_size, datamodule_arguments, system_arguments, train
+
+NAMES = experiment_names()
+REAL_ROWS = [n for n in NAMES if not n.endswith("_mini") and n != "quickstart"]
+pytestmark = pytest.mark.usefixtures("single_thread")
+_BUILT: dict[str, HMRSystem] = {}  # systems differing only in numbers are built once
+
+
+@pytest.fixture(scope="module")
+def toy_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_body_assets(tmp_path_factory.mktemp("toy_body")) or Path()
+
+
+def filled(name: str, toy_body: Path):
+    """The config with the user's required values given (toy body model, a start checkpoint)."""
+    cfg = load_config([f"experiment={name}"])
+    if OmegaConf.is_missing(cfg.body, "model_dir"):
+        cfg.body.model_dir = str(toy_body)
+    if OmegaConf.is_missing(cfg.model, "init_checkpoint"):
+        cfg.model.init_checkpoint = "/not/read/before/fit.ckpt"
+    require_complete(cfg)
+    return cfg
+
+
+def test_there_is_a_config_per_paper_row() -> None:
+    rows = set(REAL_ROWS)
+    assert {n for n in NAMES if n.endswith("_mini")} == {f"{n}_mini" for n in rows}
+    for table, count in (("table2_", 8), ("table5_", 5), ("table7_", 5), ("table8_", 3), ("table9_", 10)):
+        assert sum(n.startswith(table) for n in rows) == count, table
+    assert not any(n.startswith("_") for n in NAMES)  # fragments are not experiments
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_builds_system_datamodule_and_sampler(name: str, toy_body: Path) -> None:
+    cfg = filled(name, toy_body)
+    real = cfg.data.miniworld is None
+    assert real == (name in REAL_ROWS)
+    train_names = list(cfg.data.train)
+    assert cfg.model.backbone in BACKBONES and cfg.data.sampler in SAMPLERS
+    assert all(src.kind in SOURCES for split in ("train", "val", "test") for src in cfg.data[split].values())
+    for set_name in [*cfg.data.val, *cfg.data.test]:  # the rule HMREvaluationMixin applies
+        protocol = cfg.eval.protocols.get(set_name) or (set_name if set_name in PROTOCOLS else cfg.eval.protocol)
+        assert protocol in PROTOCOLS, (set_name, protocol)
+    assert set(cfg.eval.protocols) <= {*cfg.data.val, *cfg.data.test}
+    if cfg.model.variant == "hmr":
+        assert cfg.model.prior_sources and set(cfg.model.prior_sources) <= set(train_names)
+
+    # -- the system, from the arguments train() passes
+    args = system_arguments(cfg, toy_body, train_names, prior_path=None)
+    args["backbone_args"].pop("weights_path", None)  # ImageNet files are the user's
+    inspect.signature(HMRSystem).bind(**args)  # every argument is one the system takes
+    key = json.dumps({k: args[k] for k in ("backbone", "backbone_args", "variant", "supervision")},
+                     sort_keys=True)
+    if key not in _BUILT:
+        _BUILT[key] = HMRSystem(**args)
+    system = _BUILT[key]
+    assert system.backbone.feature_dim > 0 and (system.discriminator is not None) == (cfg.model.variant == "hmr")
+    if args["supervision_sources"] is not None:
+        assert [train_names[i] for i in args["supervision_sources"]] == ["gta"]
+
+    world = configured_world_size(cfg)
+    lr = effective_learning_rate(args["lr"], args["batch_size"], world, cfg.trainer.accumulate_grad_batches,
+                                 args["base_batch_size"])
+    if real and OmegaConf.select(cfg, "model.init_checkpoint") is None:  # paper BT: 32 GPUs x 64, lr 2e-4
+        assert (world, args["batch_size"], lr) == (32, 64, pytest.approx(2e-4))
+    elif real:  # paper FT: 8 GPUs x 64, lr 1e-5, two epochs
+        assert (world, args["batch_size"], lr, cfg.trainer.max_epochs) == (8, 64, pytest.approx(1e-5), 2)
+    else:  # mini world: one CPU process, the quickstart's recipe
+        assert (world, cfg.trainer.accelerator, cfg.body.model_dir) == (1, "cpu", None)
+
+    # -- the datamodule and its train sampler, without any data
+    specs = {split: {n: SourceSpec(name=n, index_dir=f"/placeholder/{n}", image_root="/placeholder", role=s.role)
+                     for n, s in cfg.data[split].items()} for split in ("train", "val", "test")}
+    dm = MixedDataModule(**datamodule_arguments(cfg, specs))
+    # ~1/10 of the real sizes (six real sets of ~20K, GTA-Human 4x); large enough for Table 7's 100K
+    sizes = [(200_000 if real else 2000) if s.role == "synthetic" else (20_000 if real else 1000)
+             for s in cfg.data.train.values()]
+    sampler_args = dict(dm.sampler_args, **({"epoch_length": dm.epoch_length} if dm.epoch_length else {}))
+    sampler = SAMPLERS.build(dm.sampler_name, sources=np.repeat(np.arange(len(sizes)), sizes), seed=0,
+                             source_names=train_names, **sampler_args)
+    counts = describe(sampler)["counts"]
+    share = sum(c for n, c in counts.items() if cfg.data.train[n].role == "real") / sum(counts.values())
+    if cfg.data.real_ratio is not None:
+        assert share == pytest.approx(cfg.data.real_ratio, abs=1e-3)
+    else:
+        assert share == 1.0 and "gta" not in train_names
+    if cfg.data.sampler == "amount" and real:  # Table 7: the first column, 100K samples
+        assert sum(counts.values()) == 100_000
+
+
+@pytest.mark.parametrize("name", REAL_ROWS)
+def test_real_data_rows_require_the_body_model_dir(name: str) -> None:
+    cfg = load_config([f"experiment={name}"])
+    with pytest.raises(ConfigError, match=r"body\.model_dir"):
+        train(cfg)  # fails before generating, preparing or writing anything
+
+
+def test_overlay_directives_replace_drop_and_require(tmp_path: Path) -> None:
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "base.yaml").write_text(
+        "data:\n  train:\n    a: {path: a.npz}\n    b: {path: b.npz}\n  sampler_args: {total: 5}\n")
+    (tmp_path / "experiment" / "_part.yaml").write_text("body:\n  model_dir: ???\n")
+    (tmp_path / "experiment" / "row.yaml").write_text(
+        "extends: [_part]\nreplace: [data.sampler_args]\ndrop: [data.train.a]\n"
+        "data:\n  sampler_args: {total_multiple: 0.5}\n  train:\n    c: {path: c.npz}\n")
+    (tmp_path / "experiment" / "bad.yaml").write_text("drop: [data.train.zzz]\n")
+    cfg = load_config(["experiment=row"], tmp_path)
+    assert list(cfg.data.train) == ["b", "c"] and dict(cfg.data.sampler_args) == {"total_multiple": 0.5}
+    assert OmegaConf.is_missing(cfg.body, "model_dir") and experiment_names(tmp_path) == ["bad", "row"]
+    with pytest.raises(ConfigError, match=r"body\.model_dir.*SMPL_"):
+        require_complete(cfg)
+    require_complete(load_config(["experiment=row", "body.model_dir=/smpl"], tmp_path))
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*data\.train\.zzz"):
+        load_config(["experiment=bad"], tmp_path)
