@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from gtahuman.config import ConfigError, experiment_names, load_config, to_yaml
+from gtahuman.config import ConfigError, experiment_names, load_config, require_complete, to_yaml
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--print-config"]
     try:
         cfg = load_config(args)
+        if not show_only:
+            require_complete(cfg)  # a real-data row without body.model_dir etc. stops here, clearly
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
