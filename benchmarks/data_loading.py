@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,6 +79,18 @@ def reads_per_second(reader: CropCache | CropShards, passes: int) -> float:
     return passes * len(reader) / (time.perf_counter() - start)
 
 
+def print_worker_memory(samples: int) -> None:
+    """RSS and private memory of 8 DataLoader workers before/after one pass over a synthesised
+    index (run as its own process so this benchmark's own allocations do not blur it)."""
+    script = Path(__file__).with_name("index_memory.py")
+    out = subprocess.run([sys.executable, str(script), "--samples", str(samples)], check=True,
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name, _, value = line.partition(":")
+        if value:
+            print(f"memory_{'private_after_over_before' if name == 'ratio' else name}:{value}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=50)
@@ -84,6 +98,9 @@ def main() -> None:
     parser.add_argument("--img-res", type=int, default=224)
     parser.add_argument("--crop-res", type=int, default=256)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--memory-samples", type=int, default=1_700_000,
+                        help="also measure 8 DataLoader workers' memory over a synthesised index of this "
+                             "many samples (benchmarks/index_memory.py; ~2 min); 0 skips it")
     args = parser.parse_args()
     torch.set_num_threads(1)  # per-core figures
     work = args.dir or Path(tempfile.mkdtemp(prefix="gtahuman_data_loading_"))
@@ -127,6 +144,8 @@ def main() -> None:
             print(f"{name}_read_per_s: {rate:.1f}")
         print(f"ratio_shards_vs_cache: {rates['crop_shards'] / rates['crop_cache']:.2f}")
         print(f"ratio_reduced_vs_full: {rates['full_frame_reduced'] / rates['full_frame']:.2f}")
+        if args.memory_samples > 0:
+            print_worker_memory(args.memory_samples)
         print(f"ratio: {rates['crop_cache'] / rates['full_frame']:.2f}")
     finally:
         if args.dir is None:
