@@ -16,6 +16,10 @@ SMPL: tuple[str, ...] = (
     "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
 )
 
+# Parent of each SMPL kinematic joint, in the order of SMPL above (-1: the root). The one copy;
+# the toy body, forward kinematics and the motion generator all read it from here.
+SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+
 # What smplx's SMPL returns: the 24 joints + 21 points picked from vertices.
 SMPL_45: tuple[str, ...] = SMPL + (
     "nose", "right_eye", "left_eye", "right_ear", "left_ear",

@@ -26,11 +26,11 @@ from functools import lru_cache
 import numpy as np
 from smplx.vertex_ids import vertex_ids as SMPLX_VERTEX_IDS
 
+from gtahuman.body.joint_names import SMPL_PARENTS  # noqa: F401  (re-exported for toy.py)
 from gtahuman.body.toy_geometry import (FINGERS, Proportions, TubeMesh, TubeTopology,
                                         part_shapes, tube_mesh)
 
 NUM_VERTICES = 6890
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 _LEFT_RIGHT = {1: 2, 4: 5, 7: 8, 10: 11, 13: 14, 16: 17, 18: 19, 20: 21, 22: 23}
 MIRROR_JOINT = {**_LEFT_RIGHT, **{r: l for l, r in _LEFT_RIGHT.items()}}
 BULGE_METRES = 0.004

@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-# Parent of each SMPL kinematic joint (standard SMPL order, see body/joint_names.SMPL).
-SMPL_PARENTS = np.array([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21])
+from gtahuman.body.joint_names import SMPL_PARENTS as _PARENTS
+
+SMPL_PARENTS = np.array(_PARENTS)  # parent of each SMPL kinematic joint (body/joint_names.SMPL order)
 NUM_SMPL_JOINTS = 24
 _CHUNK = 32768  # poses per batch: bounds memory (~20 MB of rotation matrices per batch)
 

@@ -31,13 +31,11 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
 from gtahuman.body.joint_names import SMPL as SMPL_JOINT_NAMES
+from gtahuman.body.joint_names import SMPL_PARENTS as _PARENTS
 
 NUM_JOINTS = 24
 JOINT = {name: index for index, name in enumerate(SMPL_JOINT_NAMES)}
-SMPL_PARENTS = np.array(
-    [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21],
-    dtype=np.int64,
-)
+SMPL_PARENTS = np.array(_PARENTS, dtype=np.int64)
 
 # Approximate rest joints of the mean SMPL body (metres, canonical frame). Only used for
 # motion generation and sign checks; pass a body's own rest joints where you have them.
