@@ -16,6 +16,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.config import load_config
 
 TINY_OVERRIDES = (
@@ -66,3 +67,9 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def toy_body_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy body assets (seed 0), written once per session; tests only read them."""
+    return write_toy_body_assets(tmp_path_factory.mktemp("toy_body"), seed=0)

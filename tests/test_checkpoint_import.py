@@ -10,7 +10,6 @@ import re
 import pytest
 import torch
 
-from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.systems import (
     CheckpointImportError,
     CheckpointImportWarning,
@@ -34,16 +33,13 @@ OURS_TO_MMHUMAN3D_DISC = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(single_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def body_dir(tmp_path_factory) -> str:
-    return str(write_toy_body_assets(tmp_path_factory.mktemp("toy_body")))
+def body_dir(toy_body_dir) -> str:
+    return str(toy_body_dir)
 
 
 def make_system(body_dir: str, seed: int, **kwargs) -> HMRSystem:

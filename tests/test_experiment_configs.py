@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.config import ConfigError, experiment_names, load_config, require_complete
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.prepare_sources import SOURCES
@@ -34,8 +33,8 @@ _BUILT: dict[str, HMRSystem] = {}  # systems differing only in numbers are built
 
 
 @pytest.fixture(scope="module")
-def toy_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_toy_body_assets(tmp_path_factory.mktemp("toy_body")) or Path()
+def toy_body(toy_body_dir: Path) -> Path:
+    return toy_body_dir
 
 
 def filled(name: str, toy_body: Path):

@@ -17,7 +17,6 @@ from gtahuman.body.camera import project_to_crop
 from gtahuman.body.conventions import joint_index
 from gtahuman.body.rotations import rot6d_to_matrix
 from gtahuman.body.smpl import BodyModel, GenderedBodyModel
-from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.evaluation import H36M_TO_J14, get_protocol
 from gtahuman.systems import HMRSystem, effective_learning_rate
 from gtahuman.systems import losses as Lf
@@ -27,17 +26,13 @@ FOCAL = 5000.0 * IMG_RES / 224
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine has two shared cores; one thread is faster and steadier there.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(single_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def body_dir(tmp_path_factory) -> str:
-    return str(write_toy_body_assets(tmp_path_factory.mktemp("toy_body")))
+def body_dir(toy_body_dir) -> str:
+    return str(toy_body_dir)
 
 
 @pytest.fixture(scope="module")

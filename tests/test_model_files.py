@@ -16,7 +16,6 @@ from gtahuman.body.assets import BodyAssetError, check_body_model_dir
 from gtahuman.body.model_files import (ModelFileError, convert_model_file, load_smpl_model_file,
                                        read_npy_header, write_chumpy_style_pkl, write_marked_npy,
                                        write_smpl_npz)
-from gtahuman.body.toy import write_toy_body_assets
 
 N = 6890
 
@@ -152,8 +151,8 @@ def test_marked_npy_loads_like_a_plain_npy(tmp_path):
 
 # --- the body-model directory ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    return write_toy_body_assets(tmp_path_factory.mktemp("toy"), seed=0)
+def toy_dir(toy_body_dir):
+    return toy_body_dir
 
 
 def test_complete_toy_dir_passes_and_says_toy(toy_dir):

@@ -12,7 +12,6 @@ from scipy.spatial.transform import Rotation
 
 from gtahuman.body.conventions import get_names, joint_index
 from gtahuman.body.smpl import BodyModel
-from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.data import prepare as prepare_module
 from gtahuman.data.formats.errors import DataFormatError
 from gtahuman.data.formats.gta_raw import GTASequence, write_sequence
@@ -30,8 +29,8 @@ GTA_FINGERS = [i for i, name in enumerate(get_names("gta")) if any(f in name for
 
 
 @pytest.fixture(scope="session")
-def body_dir(tmp_path_factory):
-    return write_toy_body_assets(tmp_path_factory.mktemp("toy_body"))
+def body_dir(toy_body_dir):
+    return toy_body_dir
 
 
 @pytest.fixture(scope="session")

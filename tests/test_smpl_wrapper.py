@@ -10,7 +10,6 @@ from gtahuman.body.assets import BodyAssetError
 from gtahuman.body.conventions import get_names
 from gtahuman.body.model_files import load_smpl_model_file
 from gtahuman.body.smpl import BodyModel, GenderedBodyModel, gender_codes
-from gtahuman.body.toy import write_toy_body_assets
 
 L_ELBOW = 18
 SMPLX_PICK_ORDER = ("nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel",
@@ -30,8 +29,8 @@ def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    return write_toy_body_assets(tmp_path_factory.mktemp("toy"), seed=0)
+def toy_dir(toy_body_dir):
+    return toy_body_dir
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ LANDMARKS = vertex_ids["smplh"]
 
 
 @pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    return write_toy_body_assets(tmp_path_factory.mktemp("toy"), seed=0)
+def toy_dir(toy_body_dir):
+    return toy_body_dir
 
 
 @pytest.fixture(scope="module")
