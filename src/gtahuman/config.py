@@ -120,6 +120,7 @@ class LossWeights:
 
 @dataclass
 class ModelConfig:
+    arch: str = "hmr"  # image regressor: hmr (backbone + IEF head) | a name in gtahuman.models.REGRESSORS
     variant: str = "hmr_plus"  # hmr (adversarial pose prior) | hmr_plus
     backbone: str = "resnet50"  # a name from gtahuman.models.BACKBONES
     backbone_args: Dict[str, Any] = field(default_factory=dict)
@@ -173,9 +174,37 @@ class EvalConfig:
 
 
 @dataclass
+class AdaptationConfig:
+    """Domain adaptation (paper Table 6): needs ``data.mode=adaptation`` (real = source, synthetic
+    = target batches). Each objective's own typed arguments go in ``args``."""
+
+    method: Optional[str] = None  # null | a name in gtahuman.adaptation.ADAPTATIONS (dann, jan, rsd)
+    weight: float = 1.0  # multiplies the objective's loss (its paper weight lives in its args)
+    args: Dict[str, Any] = field(default_factory=dict)
+    # CycleGAN sim2real: a trained generator checkpoint applied to synthetic crops, either on the
+    # fly during training (online) or once into a translated crop cache (offline).
+    sim2real_checkpoint: Optional[str] = None
+    sim2real_mode: str = "offline"  # online | offline
+
+
+@dataclass
+class VideoConfig:
+    """Temporal model (paper Table 3), used when ``task=video``."""
+
+    frame_checkpoint: Optional[str] = None  # trained frame model (HMRSystem checkpoint) for features + head init
+    window: int = 16
+    hidden_size: int = 1024
+    num_layers: int = 2
+    bidirectional: bool = False
+    residual: bool = True
+    motion_discriminator: bool = False
+
+
+@dataclass
 class Config:
     experiment: str = "quickstart"
     description: str = ""
+    task: str = "image"  # image (HMRSystem) | video (temporal model on frame features)
     run: RunConfig = field(default_factory=RunConfig)
     body: BodyConfig = field(default_factory=BodyConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -183,6 +212,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
 
 # --------------------------------------------------------------------------------------------

@@ -191,7 +191,19 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         base_batch_size=o.base_batch_size, schedule=o.schedule, milestones=list(o.milestones) or None,
         gamma=o.gamma, prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
         eval_protocol=cfg.eval.protocol, eval_protocols=dict(cfg.eval.protocols) or None,
-        feature_samples=m.feature_samples)
+        feature_samples=m.feature_samples, **adaptation_arguments(cfg))
+
+
+def adaptation_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The DA objective for `HMRSystem` (``adaptation.method``); it needs paired batches."""
+    a = cfg.adaptation
+    if not a.method or a.method == "none":
+        return {}
+    if cfg.data.mode != "adaptation":
+        raise ValueError(f"adaptation.method={a.method} needs data.mode=adaptation (source/target batch pairs); "
+                         f"got data.mode={cfg.data.mode}")
+    return dict(adaptation=a.method, adaptation_args=OmegaConf.to_container(a.args, resolve=True),
+                loss_adaptation=a.weight)
 
 
 def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None,
@@ -288,6 +300,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment described by ``cfg`` (see gtahuman.config); returns its metrics."""
     start = time.time()
     require_complete(cfg)
+    if cfg.task == "video":
+        from gtahuman.video.train import train_video
+
+        return train_video(cfg)
+    if cfg.task != "image":
+        raise ValueError(f"config key 'task' must be 'image' or 'video', got {cfg.task!r}")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     body_dir = ensure_assets(cfg)
     dm = build_datamodule(cfg, body_dir)
