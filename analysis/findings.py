@@ -1,0 +1,253 @@
+"""A FINDINGS.md-style report from finished runs: the tables, the figures, and each question of the
+study answered from the numbers (no conclusion is written in advance).
+
+    python -m analysis.findings RUN_OR_FOLDER... --out docs/FINDINGS.md [--set NAME] [--embedding umap|pca|none]
+
+Questions, each answered only when the runs it needs exist (otherwise the report says which are
+missing): does GTA-Human help (Table 2), does domain adaptation add to it (Table 6), does the
+amount of GTA-Human matter (Fig. 8), which real ratio is best per amount (Table 7), is SMPL
+supervision key (Table 8), do bigger backbones benefit (Table 9), how separable are real and
+GTA-Human features (Fig. 7 + a domain classifier), and is the error higher where training data is
+scarce (Fig. 9). A difference counts as resolved when it exceeds twice its standard error over
+seeds; single runs are reported as such. Figures go to ``<out folder>/findings_files/``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from analysis.domain_classifier import domain_separability
+from analysis.per_bin import analyse_run, plot_per_bin, save_figure, write_csv
+from analysis.rundirs import Run, find_runs
+from analysis.table_format import Cell, Table
+from analysis.tables import (
+    METRIC_NAMES,
+    TOY_NOTE,
+    Entry,
+    build_tables,
+    collect,
+    fig8_points,
+    fig8_table,
+    plot_fig8,
+    table7_grid,
+)
+from analysis.umap_features import EMBEDDINGS, embed_runs, plot_panels
+from gtahuman.atomic import atomic_write_text
+
+
+def compare(metric: str, before: Cell, after: Cell, what: str, against: str) -> str:
+    """One sentence: how ``after`` differs from ``before`` and whether seeds resolve it."""
+    name = METRIC_NAMES.get(metric, metric)
+    diff = after.mean - before.mean
+    if not math.isfinite(diff):
+        return f"{what} vs {against}: no number to compare."
+    verb = "lowers" if diff < 0 else "raises" if diff > 0 else "does not change"
+    sentence = (f"{what} {verb} {name} by {abs(diff):.1f} mm against {against} "
+                f"({before.format()} → {after.format()} mm)")
+    if before.n < 2 or after.n < 2:
+        return sentence + "; single runs, so the seed-to-seed spread is unknown."
+    error = math.sqrt(before.std ** 2 / before.n + after.std ** 2 / after.n)
+    resolved = abs(diff) > 2 * error
+    return sentence + (f"; beyond twice its standard error over seeds ({2 * error:.1f} mm)." if resolved else
+                       f"; within twice its standard error over seeds ({2 * error:.1f} mm): not resolved.")
+
+
+def _cells(table: Table) -> dict[tuple[str, ...], list]:
+    return {tuple(labels): values for labels, values in table.rows}
+
+
+def _column(table: Table, name: str) -> int | None:
+    return table.value_columns.index(name) if name in table.value_columns else None
+
+
+def answer_mixture(table: Table, metric: str) -> list[str]:
+    rows, at = _cells(table), _column(table, METRIC_NAMES[metric])
+    width = len(table.label_columns)
+    lines = []
+    for labels, values in rows.items():
+        method, mixture = labels[0], labels[1]
+        base = rows.get((method, "-", *labels[2:width]))
+        if mixture in ("BT", "FT") and base is not None:
+            sentence = compare(metric, base[at], values[at], f"{method} {mixture}", f"{method} on real data only")
+            lines.append("- " + sentence)
+    return lines or ["- not answered: needs a real-only run and a BT or FT run of the same method."]
+
+
+def answer_adaptation(table: Table, metric: str) -> list[str]:
+    rows, at = _cells(table), _column(table, METRIC_NAMES[metric])
+    lines = []
+    for labels, values in rows.items():
+        setting = labels[-1]
+        base = rows.get((*labels[:-1], "BT"))
+        if setting.startswith("BT + ") and base is not None:
+            lines.append("- " + compare(metric, base[at], values[at], setting, "BT without adaptation"))
+    return lines or ["- not answered: needs a BT run and a BT run with a domain-adaptation objective."]
+
+
+def answer_amount(points: dict, metric: str) -> list[str]:
+    lines = []
+    for (method, backbone), row in points.items():
+        xs = np.array(sorted(row), dtype=np.float64)
+        means = np.array([row[x].mean for x in xs])
+        if len(xs) < 2:
+            continue
+        slope = np.polyfit(xs, means, 1)[0]
+        steps = np.sign(np.diff(means))
+        shape = ("falls at every step" if np.all(steps < 0) else "rises at every step" if np.all(steps > 0)
+                 else "is not monotonic")
+        lines.append(f"- {method} ({backbone}): from {xs[0]:g}x to {xs[-1]:g}x GTA-Human, "
+                     + compare(metric, row[xs[0]], row[xs[-1]], f"{xs[-1]:g}x", f"{xs[0]:g}x")
+                     + f" The error {shape} over {len(xs)} amounts; least-squares slope {slope:+.2f} mm per 1x.")
+    return lines or ["- not answered: needs amount-sampler runs using the whole real pool at two or more amounts."]
+
+
+def answer_ratio(table: Table) -> list[str]:
+    ratios, amounts, means, _ = table7_grid(table)
+    lines = []
+    for j, amount in enumerate(amounts):
+        column = means[:, j]
+        if np.isfinite(column).sum() >= 2:
+            best = int(np.nanargmin(column))
+            others = ", ".join(f"{ratios[i]} {column[i]:.1f}" for i in range(len(ratios))
+                               if i != best and np.isfinite(column[i]))
+            lines.append(f"- {amount}: lowest error at {ratios[best]} real ({column[best]:.1f} mm; {others}).")
+    return lines or ["- not answered: needs two or more real ratios at one amount (sampler=amount)."]
+
+
+def answer_supervision(table: Table, metric: str) -> list[str]:
+    rows, at = _cells(table), _column(table, METRIC_NAMES[metric])
+    names = {("-", "-"): "no GTA-Human", ("X", "-"): "GTA-Human keypoints only", ("-", "X"): "GTA-Human SMPL only",
+             ("X", "X"): "GTA-Human keypoints + SMPL"}
+    lines = []
+    for labels, values in rows.items():
+        head, kind = labels[:-2], labels[-2:]
+        smpl_only, none = rows.get((*head, "-", "X")), rows.get((*head, "-", "-"))
+        if kind == ("X", "-") and smpl_only is not None:
+            lines.append("- " + compare(metric, values[at], smpl_only[at], names[("-", "X")], names[kind]))
+        if kind != ("-", "-") and none is not None:
+            lines.append("- " + compare(metric, none[at], values[at], names[kind], names[("-", "-")]))
+    return lines or ["- not answered: needs Table 8 rows (keypoints-only, SMPL-only or both, and no GTA-Human)."]
+
+
+def answer_backbones(table: Table, metric: str) -> list[str]:
+    lines = ["- " + compare(metric, values[0], values[1], f"+GTA-Human with {labels[0]}", "real only")
+             for labels, values in table.rows if values[0].n and values[1].n]
+    return lines or ["- not answered: needs real-only and BT runs of one backbone."]
+
+
+def answer_domain_gap(runs: Sequence[Run], folder: Path, embedding: str | None, link: str) -> list[str]:
+    with_both = [r for r in runs if {"real", "synthetic"} <= {r.group_of(s) for s in r.feature_files()}]
+    lines = []
+    for run in with_both:
+        result = domain_separability(run, folds=min(5, _smallest_group(run)))
+        lines.append(f"- {run.label}: a linear classifier tells real from GTA-Human features with held-out accuracy "
+                     f"{result.accuracy:.2f} ± {result.std:.2f} (chance {result.chance:.2f}; "
+                     f"{sum(result.counts)} samples).")
+    featured = [r for r in runs if r.feature_files()]
+    if embedding and featured:
+        panels = embed_runs(featured, EMBEDDINGS[embedding], progress=False)
+        save_figure(plot_panels(panels, embedding.upper()), folder / "features.png")
+        lines.append(f"\n![features]({link}/features.png)")
+    return lines or ["- not answered: no run has features of both real and GTA-Human sets "
+                     "(python -m experiments.evaluate ckpt=RUN/checkpoints/best.ckpt set=<real>,<gta>)."]
+
+
+def _smallest_group(run: Run) -> int:
+    sizes = {}
+    for name in run.feature_files():
+        sizes[run.group_of(name)] = sizes.get(run.group_of(name), 0) + len(run.features(name)[1])
+    return max(2, min(sizes.get("real", 0), sizes.get("synthetic", 0)))
+
+
+def answer_scarcity(entries: Sequence[Entry], folder: Path, link: str, metric: str) -> list[str]:
+    lines = []
+    firsts: dict[tuple[str, str], Entry] = {}  # one blended run per (method, backbone): seeds look alike
+    for e in entries:
+        if e.what.mixture == "BT" and e.what.adaptation is None and e.run.prediction_sets():
+            firsts.setdefault((e.what.method, e.what.backbone), e)
+    for entry in firsts.values():
+        try:
+            stats, source = analyse_run(entry.run, entry.set_name, metric), "training mix"
+        except (FileNotFoundError, KeyError) as err:
+            try:
+                stats, source = analyse_run(entry.run, entry.set_name, metric, use_training_mix=False), "evaluated set"
+            except (FileNotFoundError, KeyError):
+                lines.append(f"- {entry.run.label}: no per-sample predictions with factors ({err}).")
+                continue
+        name = entry.run.label.replace("/", "_")
+        save_figure(plot_per_bin(stats, entry.run.label), folder / f"per_bin_{name}.png")
+        write_csv(folder / f"per_bin_{name}.csv", stats)
+        parts = []
+        for item in stats:
+            density = item.train_density if item.train_density is not None else item.eval_density
+            used = (item.count > 0) & (density > 0)
+            if used.sum() >= 3:
+                rho = spearmanr(density[used], item.mean_error[used]).statistic
+                parts.append(f"{item.factor} ρ = {rho:+.2f} ({int(used.sum())} bins)")
+        lines.append(f"- {entry.run.label}: rank correlation of {source} density and mean error per bin "
+                     f"(negative = higher error where data is scarce): {'; '.join(parts) or 'too few filled bins'}."
+                     f"\n\n  ![per bin]({link}/per_bin_{name}.png)")
+    return lines or ["- not answered: needs a BT run with per-sample predictions."]
+
+
+def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = None, metric: str = "pa_mpjpe",
+                      embedding: str | None = "umap") -> str:
+    """Write the report to ``out`` (figures and tables into ``<out folder>/findings_files``)."""
+    entries, notes = collect(runs, set_name)
+    folder, link = out.parent / "findings_files", "findings_files"
+    folder.mkdir(parents=True, exist_ok=True)
+    two, six, seven, eight, nine = build_tables(entries, metric)
+    points = fig8_points(entries, metric)
+    save_figure(plot_fig8(points, metric), folder / "fig8.png")
+    for table in (two, six, seven, eight, nine, fig8_table(points, metric)):
+        atomic_write_text(folder / f"{table.name}.csv", table.to_csv())
+    used = [e.run for e in entries]
+    sections = [
+        ("Does GTA-Human help? (Table 2)", two, answer_mixture(two, metric)),
+        ("Does domain adaptation add to blended training? (Table 6)", six, answer_adaptation(six, metric)),
+        ("Does the amount of GTA-Human matter? (Fig. 8)", fig8_table(points, metric),
+         answer_amount(points, metric) + [f"\n![Fig. 8]({link}/fig8.png)"]),
+        ("Which real ratio is best at each amount? (Table 7)", seven, answer_ratio(seven)),
+        ("Is SMPL supervision key? (Table 8)", eight, answer_supervision(eight, metric)),
+        ("Do bigger backbones benefit? (Table 9)", nine, answer_backbones(nine, metric)),
+        ("How far apart are real and GTA-Human features? (Fig. 7)", None,
+         answer_domain_gap(used, folder, embedding, link)),
+        ("Is the error higher where training data is scarce? (Fig. 9)", None,
+         answer_scarcity(entries, folder, link, metric)),
+    ]
+    toy = any(e.what.toy for e in entries)
+    head = [f"# Findings from {len(entries)} runs", "",
+            "Generated by `python -m analysis.findings` from the run directories below; every statement is "
+            "computed from their numbers.", ""]
+    head += [f"- {TOY_NOTE}."] if toy else []
+    head += [f"- {n}" for n in notes] + ["", "Runs: " + ", ".join(f"`{r.label}`" for r in used), ""]
+    body = []
+    for number, (title, table, answers) in enumerate(sections, 1):
+        body += [f"## {number}. {title}", ""] + ([table.to_markdown(), ""] if table is not None else [])
+        body += ["**From the numbers:**", ""] + answers + [""]
+    text = "\n".join(head + body)
+    atomic_write_text(out, text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories or folders holding them")
+    parser.add_argument("--out", type=Path, default=Path("docs/FINDINGS.md"))
+    parser.add_argument("--set", help="test set (default: each run's first)")
+    parser.add_argument("--metric", default="pa_mpjpe")
+    parser.add_argument("--embedding", choices=[*EMBEDDINGS, "none"], default="umap")
+    args = parser.parse_args(argv)
+    findings_markdown(find_runs(args.runs), args.out, args.set, args.metric,
+                      None if args.embedding == "none" else args.embedding)
+    print(args.out)
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""FINDINGS.md from fabricated runs: every answer follows the numbers (and flips when they do)."""
+from __future__ import annotations
+
+import numpy as np
+from analysis_fakes import TEST_SET, blobs, make_run, prediction_columns
+
+from analysis.findings import compare, findings_markdown
+from analysis.per_bin import FIG9_FACTORS
+from analysis.rundirs import find_runs
+from analysis.table_format import Cell
+
+
+def make_study(root):
+    """Real-only (3 seeds), blended (2 seeds, with features and per-sample predictions),
+    keypoints-only, DANN, and all real data + 1x / 2x GTA-Human."""
+    rng = np.random.default_rng(0)
+    for seed, pa in enumerate((60.0, 62.0, 64.0)):
+        make_run(root, "table2_hmr_plus_mini", seed=seed, pa_mpjpe=pa)
+    elevation = np.array([-60.0, -50.0, 10.0, 20.0, 30.0, 50.0])
+    factors = {f: np.linspace(0.0, 0.2, 6) for f in FIG9_FACTORS}
+    factors["cam_elevation"] = elevation
+    train = {f: np.zeros(10) for f in FIG9_FACTORS}
+    train["source"] = np.array(["real_indoor"] * 4 + ["real_kp"] * 2 + ["gta"] * 4)
+    train["cam_elevation"] = np.array([15.0] * 6 + [-55.0, 15.0, 25.0, 45.0])
+    for seed, pa in enumerate((55.0, 57.0)):
+        errors = np.array([90.0, 85.0, 50.0, 52.0, 55.0, 70.0])
+        details = dict(train_factors=train, features=blobs(rng, {"real_indoor": -3.0, "gta": 3.0, TEST_SET: 0.0}),
+                       predictions={TEST_SET: prediction_columns(factors, errors)})
+        make_run(root, "table2_hmr_plus_bt_mini", seed=seed, pa_mpjpe=pa, **details)
+    make_run(root, "table8_keypoints_mini", pa_mpjpe=59.0)
+    make_run(root, "table2_hmr_plus_bt_mini", run_id="dann", pa_mpjpe=53.0,
+             overrides=["data.mode=adaptation", "adaptation.method=dann"],
+             features=blobs(rng, {"real_indoor": 0.0, "gta": 0.0, TEST_SET: 0.0}, n=40))
+    for k, pa in ((1, 58.5), (2, 57.0)):
+        make_run(root, "table7_real050_mini", run_id=f"fig8-{k}x", pa_mpjpe=pa,
+                 overrides=[f"data.real_ratio={1 / (1 + k)}", f"data.sampler_args.total_multiple={1 + k}"])
+    make_run(root, "table7_real025_mini", run_id="t7", pa_mpjpe=61.0, overrides=["data.sampler_args.total_multiple=2"])
+    return find_runs([root])
+
+
+def test_answers_are_computed_from_the_numbers(tmp_path) -> None:
+    runs = make_study(tmp_path / "runs")
+    out = tmp_path / "docs" / "FINDINGS.md"
+    text = findings_markdown(runs, out, embedding="pca")
+    assert out.read_text() == text and "toy body model" in text
+    # 62 ± 2 (n=3) -> 56 ± 1.41 (n=2): 2 x standard error = 2 sqrt(4/3 + 2/2) = 3.1 mm < 6 mm
+    assert ("HMR+ BT lowers PA-MPJPE by 6.0 mm against HMR+ on real data only (62.0 ± 2.0 → 56.0 ± 1.4 mm); "
+            "beyond twice its standard error over seeds (3.1 mm).") in text
+    assert "BT + DANN (Ganin et al.) lowers PA-MPJPE by 3.0 mm against BT without adaptation" in text
+    assert "GTA-Human keypoints only lowers PA-MPJPE by 3.0 mm against no GTA-Human (62.0 ± 2.0 → 59.0 mm)" in text
+    assert "from 0x to 2x GTA-Human, 2x lowers PA-MPJPE by 5.0 mm" in text and "falls at every step" in text
+    assert "- 2× real: lowest error at 50% real (58.5 mm; 25% 61.0)." in text  # the one column with two ratios
+    # the blended run's features are two blobs, the DANN run's one cloud
+    assert ("table2_hmr_plus_bt_mini/seed0: a linear classifier tells real from GTA-Human features with held-out "
+            "accuracy 1.00") in text
+    assert "table2_hmr_plus_bt_mini/seed1: a linear" in text  # every run with both domains' features
+    dann_line = next(line for line in text.splitlines() if line.startswith("- table2_hmr_plus_bt_mini/dann"))
+    assert float(dann_line.split("accuracy ")[1].split(" ")[0]) < 0.8
+    # Fig. 9: elevation bins with training mass have lower error -> negative rank correlation
+    assert "- table2_hmr_plus_bt_mini/seed0: rank correlation of training mix density" in text
+    # 10-degree bins with both: [-60, -50) train .125 error 90; [10, 20) .625, 50; [20, 30) .125, 52
+    # -> ranks (1.5, 3, 1.5) vs (3, 1, 2): Spearman = -1.5 / sqrt(1.5 * 2) = -0.87
+    assert "cam_elevation ρ = -0.87 (3 bins)" in text
+    assert "per_bin_table2_hmr_plus_bt_mini_seed1" not in text  # one blended run per method and backbone
+    for name in ("fig8.png", "features.png", "per_bin_table2_hmr_plus_bt_mini_seed0.png", "table2.csv"):
+        assert (tmp_path / "docs" / "findings_files" / name).is_file()
+    assert "](findings_files/fig8.png)" in text
+
+
+def test_answers_flip_when_the_numbers_do(tmp_path) -> None:
+    root = tmp_path / "runs"
+    for seed, pa in enumerate((55.0, 56.0, 57.0)):
+        make_run(root, "table2_hmr_plus_mini", seed=seed, pa_mpjpe=pa)
+    for seed, pa in enumerate((56.0, 57.0)):
+        make_run(root, "table2_hmr_plus_bt_mini", seed=seed, pa_mpjpe=pa)
+    make_run(root, "table2_hmr_plus_bt_mini", run_id="dann", pa_mpjpe=53.0,
+             overrides=["data.mode=adaptation", "adaptation.method=dann"])
+    text = findings_markdown(find_runs([root]), tmp_path / "F.md", embedding=None)
+    assert "HMR+ BT raises PA-MPJPE by 0.5 mm" in text and "within twice its standard error" in text
+    assert "BT + DANN (Ganin et al.) lowers PA-MPJPE by 3.5 mm" in text
+
+
+def test_compare_single_runs_and_missing_rows(tmp_path) -> None:
+    one = compare("pa_mpjpe", Cell((60.0,), (0,)), Cell((61.5,), (0,)), "X", "Y")
+    assert one == ("X raises PA-MPJPE by 1.5 mm against Y (60.0 → 61.5 mm); single runs, so the seed-to-seed "
+                   "spread is unknown.")
+    runs = find_runs([make_run(tmp_path / "runs", "table2_hmr_plus_mini")])
+    text = findings_markdown(runs, tmp_path / "F.md", embedding=None)
+    assert "not answered: needs a real-only run and a BT or FT run of the same method." in text
+    assert "not answered: needs a BT run with per-sample predictions." in text
