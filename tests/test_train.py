@@ -79,6 +79,13 @@ def test_run_directory_holds_config_commit_checkpoints_metrics_predictions(runs)
     assert rows["pred_pose"].shape == (len(ids), 72) and rows["pred_betas"].shape == (len(ids), 10)
     features = np.load(run / "predictions" / "wild_test_features.npz")
     assert {k: v.shape[0] for k, v in features.items()} == {k: 16 for k in features.files}
+    # the training mix's factors, per train sample, for the per-bin density plots
+    train_factors = np.load(run / "train_factors.npz")
+    cache = Path(runs["cfg"].run.cache_dir) / "indices"
+    sizes = {name: len(SampleIndex.load(next(cache.glob(f"{name}-*")))) for name in runs["cfg"].data.train}
+    names, counts = np.unique(train_factors["source"], return_counts=True)
+    assert dict(zip(names.tolist(), counts.tolist())) == sizes
+    assert all(train_factors[c].shape == train_factors["source"].shape for c in FACTOR_COLUMNS)
 
 
 def _mpjpe_per_set(system: HMRSystem, dm: MixedDataModule) -> dict[str, torch.Tensor]:
@@ -174,3 +181,21 @@ def test_evaluate_reproduces_the_run_and_writes_its_folder(runs, capsys) -> None
         evaluate_checkpoint(run / "checkpoints" / "best.ckpt", ["nope"])
     with pytest.raises(ConfigError, match="ckpt=PATH"):
         parse_arguments(["set=wild_test"])
+
+
+def test_adaptation_mode_draws_only_the_real_sources(tiny_config) -> None:
+    from gtahuman.data.datamodule import SourceSpec
+    from gtahuman.train import adaptation_arguments, datamodule_arguments
+
+    cfg = tiny_config("data.mode=adaptation", "adaptation.method=dann", "adaptation.weight=2.0")
+    specs = {"train": {name: SourceSpec(name=name, index_dir="-", image_root="-", role=src.role)
+                       for name, src in cfg.data.train.items()}}
+    args = datamodule_arguments(cfg, specs)
+    real = [name for name, src in cfg.data.train.items() if src.role == "real"]
+    assert len(real) == 2 and len(cfg.data.train) == 3
+    # the partition covers the source (real) group only; no real_ratio split in adaptation mode
+    assert args["sampler_args"]["partition"] == [float(cfg.data.train[n].weight) for n in real]
+    assert "real_ratio" not in args["sampler_args"]
+    assert adaptation_arguments(cfg) == {"adaptation": "dann", "adaptation_args": {}, "loss_adaptation": 2.0}
+    with pytest.raises(ValueError, match="data.mode=adaptation"):
+        adaptation_arguments(tiny_config("adaptation.method=dann"))

@@ -41,6 +41,8 @@ MISSING_HINTS = {
                       "J_regressor_extra.npy and smpl_mean_params.npz",
     "model.init_checkpoint": "the checkpoint to fine-tune from (a best.ckpt of this suite, or a SPIN / "
                              "mmhuman3d state dict, see model.init_format)",
+    "video.frame_checkpoint": "the trained frame model the temporal model starts from (a best.ckpt of this "
+                              "suite, or SPIN's model_checkpoint.pt with video.frame_checkpoint_format=spin)",
 }
 
 
@@ -103,6 +105,8 @@ class DataConfig:
     augment: bool = True
     crop_cache: bool = True  # decode person crops from a cache, not full frames
     crop_res: int = 256
+    # Stream crops from litdata shards written from the crop cache (needs crop_cache; cached by content)
+    crop_shards: bool = False
 
 
 @dataclass
@@ -125,6 +129,7 @@ class ModelConfig:
     backbone: str = "resnet50"  # a name from gtahuman.models.BACKBONES
     backbone_args: Dict[str, Any] = field(default_factory=dict)
     n_iter: int = 3
+    head_dropout: float = 0.5  # dropout after each hidden layer of the IEF head (SPIN: 0.5)
     supervision: str = "both"  # both | keypoints | smpl (paper Table 8)
     # Train sources the supervision toggle applies to (Table 8: the GTA source); null = all of them.
     supervision_sources: Optional[List[str]] = None
@@ -141,9 +146,10 @@ class OptimConfig:
     base_batch_size: Optional[int] = None  # linear scaling: lr * global_batch / base_batch_size
     disc_lr: float = 1e-4
     weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | step
+    schedule: str = "constant"  # constant | step (milestones, gamma) | cosine (per step, to 0)
     milestones: List[int] = field(default_factory=list)
     gamma: float = 0.1
+    warmup_steps: int = 0  # cosine: linear warm-up steps
 
 
 @dataclass
@@ -162,6 +168,8 @@ class TrainerConfig:
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
     progress_bar: bool = True
+    # Also refresh last.ckpt every N optimizer steps (mid-epoch resume after a kill); null = epoch ends only
+    checkpoint_every_n_steps: Optional[int] = None
 
 
 @dataclass
@@ -198,6 +206,17 @@ class VideoConfig:
     bidirectional: bool = False
     residual: bool = True
     motion_discriminator: bool = False
+    # -- gtahuman.video (see its modules); `frame_checkpoint: null` on the mini world trains one first
+    frame_checkpoint_format: str = "auto"  # auto | suite | spin | mmhuman3d (a SPIN state dict for VIBE's rows)
+    stride: Optional[int] = None  # training window stride; null = window (VIBE: no overlap)
+    zero_init: bool = True  # GRU path's output layer starts at 0: the untrained model = the frame model
+    motion_loss_weight: float = 0.5  # VIBE's D_MOTION_LOSS_W (generator and discriminator)
+    feature_batch_size: int = 64  # frames per batch when caching the frame model's features
+    # Table 3 "GTA*": keep only N SMPL poses of one train source (whole sequences, seeded), N given
+    # directly (subsample_poses) or as the SMPL-labelled frame count of another dataset (subsample_like)
+    subsample_source: Optional[str] = None
+    subsample_poses: Optional[int] = None
+    subsample_like: Optional[SourceConfig] = None
 
 
 @dataclass
@@ -205,6 +224,8 @@ class Config:
     experiment: str = "quickstart"
     description: str = ""
     task: str = "image"  # image (HMRSystem) | video (temporal model on frame features)
+    # experiments.run ... dry_run=true: check the config against the files (gtahuman.check), train nothing
+    dry_run: bool = False
     run: RunConfig = field(default_factory=RunConfig)
     body: BodyConfig = field(default_factory=BodyConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -21,10 +21,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
@@ -33,8 +34,11 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from gtahuman.atomic import atomic_open
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.config import require_complete
@@ -42,7 +46,9 @@ from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.prepare import prepare_dataset
 from gtahuman.evaluation import get_protocol
+from gtahuman.atomic import atomic_output
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
+from gtahuman.systems.results import gather_rows
 from gtahuman.systems.hmr import HMRSystem
 
 log = logging.getLogger("gtahuman")
@@ -94,20 +100,32 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
         crop_dir = cache / "crops" / f"{name}-{_key(manifest, cfg.data.crop_res)}"
         build_crop_cache(index, image_root, crop_dir, crop_res=cfg.data.crop_res,
                          progress=cfg.trainer.progress_bar)
+    shards_dir = None
+    if cfg.data.crop_shards:  # litdata shards of the crop cache, keyed by the cache's content
+        from gtahuman.data.shards import CropCache, cache_fingerprint, write_crop_shards
+
+        if crop_dir is None:
+            raise ValueError("data.crop_shards=true needs data.crop_cache=true: the shards are written from the crop cache")
+        shards_dir = cache / "crop_shards" / f"{name}-{_key(cache_fingerprint(CropCache(crop_dir)))}"
+        write_crop_shards(crop_dir, shards_dir, progress=cfg.trainer.progress_bar)
     return SourceSpec(name=name, index_dir=str(index_dir), image_root=str(image_root),
-                      crop_cache_dir=None if crop_dir is None else str(crop_dir), role=src.role)
+                      crop_cache_dir=None if crop_dir is None else str(crop_dir), role=src.role,
+                      crop_shards_dir=None if shards_dir is None else str(shards_dir))
 
 
 def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]]) -> dict[str, Any]:
     """`MixedDataModule` keyword arguments from the config and prepared ``specs[split][name]``."""
     train = list(specs.get("train", {}).values())
     sampler_args = dict(OmegaConf.to_container(cfg.data.sampler_args, resolve=True))
-    if cfg.data.real_ratio is not None:
+    # Adaptation: the configured sampler draws the source (real) batches only; the target
+    # (synthetic) batches are as large, so the domains meet 1:1 whatever real_ratio says.
+    drawn = [s for s in train if s.role == "real"] if cfg.data.mode == "adaptation" else train
+    if cfg.data.real_ratio is not None and cfg.data.mode != "adaptation":
         synthetic = [i for i, s in enumerate(train) if s.role == "synthetic"]
         sampler_args.update(real_ratio=cfg.data.real_ratio, synthetic_sources=synthetic)
     if cfg.data.sampler == "mixture" and "partition" not in sampler_args:
         # weights inside each role group (or across all sources when no real_ratio is given)
-        sampler_args["partition"] = [float(cfg.data.train[s.name].weight) for s in train]
+        sampler_args["partition"] = [float(cfg.data.train[s.name].weight) for s in drawn]
     return dict(
         train_sources=train, sampler=cfg.data.sampler, sampler_args=sampler_args,
         val_sets=specs.get("val", {}), test_sets=specs.get("test", {}), batch_size=cfg.data.batch_size,
@@ -119,6 +137,11 @@ def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]
 def build_datamodule(cfg: DictConfig, body_dir: Path) -> MixedDataModule:
     specs = {split: {name: prepare_source(name, src, cfg, body_dir) for name, src in cfg.data[split].items()}
              for split in ("train", "val", "test")}
+    if cfg.adaptation.sim2real_checkpoint and cfg.adaptation.sim2real_mode == "offline":
+        from gtahuman.adaptation.sim2real import apply_sim2real  # synthetic crop caches, translated once
+
+        specs["train"] = apply_sim2real(cfg.adaptation.sim2real_checkpoint, "offline", specs["train"],
+                                        cfg.run.cache_dir, progress=cfg.trainer.progress_bar).train_sources
     return MixedDataModule(**datamodule_arguments(cfg, specs))
 
 
@@ -178,9 +201,9 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         raise ValueError(f"data.batch_size={cfg.data.batch_size} is global and must divide by the world size "
                          f"{world_size} (trainer.devices x trainer.num_nodes)")
     return dict(
-        body_model_dir=str(body_dir), backbone=m.backbone,
+        body_model_dir=str(body_dir), arch=m.arch, backbone=m.backbone,
         backbone_args=OmegaConf.to_container(m.backbone_args, resolve=True), img_res=cfg.data.img_res,
-        variant=m.variant, n_iter=m.n_iter, supervision=m.supervision,
+        variant=m.variant, n_iter=m.n_iter, head_dropout=m.head_dropout, supervision=m.supervision,
         supervision_sources=supervision_source_ids(cfg, train_names),
         loss_keypoints2d=w.keypoints2d, loss_keypoints3d=w.keypoints3d, loss_pose=w.smpl_pose,
         loss_betas=w.smpl_betas, loss_camera=w.camera, loss_vertices=w.vertices, loss_adversarial=w.adversarial,
@@ -189,7 +212,7 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         # trainer's world size and accumulation itself (global batch x accumulate / base).
         batch_size=cfg.data.batch_size // world_size,
         base_batch_size=o.base_batch_size, schedule=o.schedule, milestones=list(o.milestones) or None,
-        gamma=o.gamma, prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
+        gamma=o.gamma, warmup_steps=o.warmup_steps, prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
         eval_protocol=cfg.eval.protocol, eval_protocols=dict(cfg.eval.protocols) or None,
         feature_samples=m.feature_samples, **adaptation_arguments(cfg))
 
@@ -197,13 +220,19 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
 def adaptation_arguments(cfg: DictConfig) -> dict[str, Any]:
     """The DA objective for `HMRSystem` (``adaptation.method``); it needs paired batches."""
     a = cfg.adaptation
+    if a.sim2real_mode not in ("online", "offline"):
+        raise ValueError(f"config key 'adaptation.sim2real_mode' must be 'online' or 'offline', got {a.sim2real_mode!r}")
+    online = {}
+    if a.sim2real_checkpoint and a.sim2real_mode == "online":  # CycleGAN on synthetic samples, per batch
+        ids = [i for i, src in enumerate(cfg.data.train.values()) if src.role == "synthetic"]
+        online = dict(sim2real_checkpoint=str(a.sim2real_checkpoint), sim2real_source_ids=ids)
     if not a.method or a.method == "none":
-        return {}
+        return online
     if cfg.data.mode != "adaptation":
         raise ValueError(f"adaptation.method={a.method} needs data.mode=adaptation (source/target batch pairs); "
                          f"got data.mode={cfg.data.mode}")
     return dict(adaptation=a.method, adaptation_args=OmegaConf.to_container(a.args, resolve=True),
-                loss_adaptation=a.weight)
+                loss_adaptation=a.weight, **online)
 
 
 def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None,
@@ -217,9 +246,29 @@ class _AppendingWriter(ExperimentWriter):
     the log directory is not empty, which would erase a resumed run's first epochs)."""
 
     def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
+        self._continuing = self._fs.isfile(self.metrics_file_path)
+        if self._continuing:
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = next(csv.reader(file), [])
+
+    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
+        if self._continuing and step is not None:  # the resumed session's first row
+            self._continuing = False
+            self._drop_train_rows_from(step)
+        super().log_metrics(metrics_dict, step)
+
+    def _drop_train_rows_from(self, step: int) -> None:
+        """A run killed between checkpoints logged steps it then lost; the resumed session trains
+        them again, so their old training rows go (each step appears once in the log)."""
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            rows = list(csv.DictReader(file))
+        kept = [r for r in rows if not (r.get("step") and int(r["step"]) >= step
+                                        and any(v for k, v in r.items() if k and k.startswith("train/")))]
+        if len(kept) < len(rows):
+            with atomic_open(self.metrics_file_path, "w") as file:
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -234,7 +283,65 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def build_trainer(cfg: DictConfig, run: RunDir) -> tuple[L.Trainer, ModelCheckpoint]:
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the target and renamed over it
+    (gtahuman.atomic): a full disk or a kill mid-write leaves the previous last.ckpt intact.
+    Lightning's own writer stages in the system temp folder and moves the file, which across
+    file systems is a copy that truncates the old checkpoint first. URLs keep Lightning's writer."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_open(path, "wb") as file:
+            torch.save(checkpoint, file)
+
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, *args, **kwargs)
+        except RuntimeError as err:  # torch's message for a cut or damaged file does not name it
+            raise RuntimeError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]}); it may be cut short "
+                               "or damaged. Resume from another checkpoint, or start over without run.resume") from err
+
+
+class StepSeeding(L.Callback):
+    """Seeds torch's generator from (seed, rank, epoch, batch) before each training step, so the
+    dropout masks (and prior draws) of a step do not depend on what ran before it: a run resumed
+    mid-epoch repeats the uninterrupted run's steps exactly, and ranks draw different masks."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        entropy = [self.seed, trainer.global_rank, trainer.current_epoch, batch_idx]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops the run with an error at the first non-finite training loss (NaN weights in an init
+    checkpoint, divergence), before the checkpoint callbacks (Lightning runs them last) could
+    write NaN weights over last.ckpt. Manual optimisation returns no loss: its weights are checked."""
+
+    def __init__(self, last_checkpoint: Path):
+        self.last_checkpoint = last_checkpoint
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            finite, what = bool(torch.isfinite(loss.detach()).all()), f"the training loss is {float(loss):g}"
+        else:
+            finite = all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+            what = "the weights hold non-finite values"
+        if not finite:
+            raise FloatingPointError(
+                f"epoch {trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step}): {what}; "
+                f"stopped before checkpointing it ({self.last_checkpoint} holds the last finite state, if any). "
+                "Check model.init_checkpoint and the inputs, or lower optim.lr / set trainer.gradient_clip_val")
+
+
+def build_trainer(cfg: DictConfig, run: RunDir,
+                  callbacks: Sequence[L.Callback] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
     """Trainer with two checkpoints: best.ckpt (lowest ``eval.monitor`` on the val sets) and
     last.ckpt (every epoch end, what ``run.resume`` continues from). Two callbacks, because
     Lightning's ``save_last=True`` refreshes last.ckpt only when a top-k checkpoint is saved, so
@@ -248,13 +355,20 @@ def build_trainer(cfg: DictConfig, run: RunDir) -> tuple[L.Trainer, ModelCheckpo
                            mode="min", save_top_k=1 if has_val else 0, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=run.last_checkpoint.stem, monitor=None,
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    extra: list[L.Callback] = [StepSeeding(cfg.run.seed), StopOnNonFiniteLoss(run.last_checkpoint)]
+    if t.checkpoint_every_n_steps:  # mid-epoch last.ckpt too (Lightning wants a second callback for it)
+        extra.append(ModelCheckpoint(dirpath=run.checkpoint_dir, filename=run.last_checkpoint.stem, monitor=None,
+                                     save_top_k=1, every_n_train_steps=t.checkpoint_every_n_steps,
+                                     enable_version_counter=False))
     optional = {k: t[k] for k in ("gradient_clip_val", "val_check_interval", "limit_train_batches",
                                   "limit_val_batches") if t[k] is not None}
     trainer = L.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar, use_distributed_sampler=False, callbacks=[best, last],
+        enable_progress_bar=t.progress_bar, use_distributed_sampler=False,
+        # without a val set there is no best.ckpt (and two monitor-less callbacks would clash)
+        callbacks=[*([best] if has_val else []), last, *extra, *callbacks], plugins=[AtomicCheckpointIO()],
         logger=ResumableCSVLogger(str(run.path), name="logs", version=""), default_root_dir=str(run.path),
         num_sanity_val_steps=0, **optional)
     return trainer, best
@@ -281,6 +395,23 @@ def write_predictions(out: Path, results: dict[str, dict[str, np.ndarray]], sets
             np.savez(out / f"{name}_features.npz", **features)
 
 
+def write_train_factors(out: Path, sources: list[SourceSpec]) -> None:
+    """``train_factors.npz``: every train sample's factor columns and its source name, so the
+    per-bin analyses (data density of the training mix) need no cache once the run is done."""
+    from gtahuman.data.datamodule import FACTOR_COLUMNS
+    from gtahuman.data.index import SampleIndex
+
+    columns: dict[str, list[np.ndarray]] = {"source": []}
+    for spec in sources:
+        index = SampleIndex.load(spec.index_dir)
+        columns["source"].append(np.full(len(index), spec.name))
+        for column in FACTOR_COLUMNS:
+            columns.setdefault(column, []).append(np.asarray(index[column]))
+    with atomic_output(out) as tmp:
+        with open(tmp, "wb") as file:
+            np.savez(file, **{k: np.concatenate(v) for k, v in columns.items()})
+
+
 def evaluate_test_sets(trainer: L.Trainer, system: HMRSystem, dm: MixedDataModule,
                       ckpt_path: str | None) -> dict[str, Any]:
     """Test ``ckpt_path`` (None: the system as it is) on every test set of ``dm``, and the
@@ -290,14 +421,40 @@ def evaluate_test_sets(trainer: L.Trainer, system: HMRSystem, dm: MixedDataModul
     baselines = {}
     for name, loader in zip(names, dm.test_dataloader()):
         baseline = system.mean_pose_baseline(loader, protocol=system.eval_protocol_for(name).name)
-        baseline.pop("per_sample")
+        per_sample = baseline.pop("per_sample")
+        if trainer.world_size > 1:  # each rank saw its contiguous block of the set: summarise them all
+            from gtahuman.evaluation import summarize
+
+            baseline = summarize({k: gather_rows(torch.from_numpy(v)) for k, v in per_sample.items()})
         baselines[name] = baseline
     return {"test": system.test_summaries, "mean_pose_baseline": baselines,
             "protocols": {name: system.eval_protocol_for(name).name for name in names}}
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment described by ``cfg`` (see gtahuman.config); returns its metrics."""
+RUN_ID_ENV = "GTAHUMAN_RUN_ID"  # rank 0's run id, inherited by the processes Lightning's DDP launcher starts
+
+
+def open_run_dir(cfg: DictConfig, rank: int) -> RunDir:
+    """Rank 0 creates (or reopens) the run directory; other ranks (every process runs train())
+    only join it, by the same run id: ``run.run_id``, else the one rank 0 exported before
+    Lightning started them. Under torchrun / srun all ranks start at once: give run.run_id."""
+    if rank == 0:
+        run = create_run_dir(cfg)
+        os.environ[RUN_ID_ENV] = cfg.run.run_id
+        return run
+    run_id = cfg.run.run_id or os.environ.get(RUN_ID_ENV)
+    if not run_id:
+        raise ValueError(f"process rank {rank}: run.run_id is not set; when torchrun or srun starts the processes, "
+                         "give run.run_id=NAME so that every process names the same run directory")
+    OmegaConf.set_struct(cfg, False)
+    cfg.run.run_id = run_id
+    OmegaConf.set_struct(cfg, True)
+    return RunDir(Path(cfg.run.output_root) / cfg.experiment / run_id)
+
+
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Run one experiment described by ``cfg`` (see gtahuman.config); returns its metrics.
+    ``callbacks``: extra Lightning callbacks for the fit (a sweep's validation reporter / pruner)."""
     start = time.time()
     require_complete(cfg)
     if cfg.task == "video":
@@ -309,13 +466,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     body_dir = ensure_assets(cfg)
     dm = build_datamodule(cfg, body_dir)
-    run = create_run_dir(cfg)
-    logger = attach_log(run)
+    rank = int(rank_zero_only.rank)  # from the launcher's environment; only rank 0 writes the run directory
+    run = open_run_dir(cfg, rank)
+    logger = attach_log(run) if rank == 0 else log
     logger.info("run %s: experiment %s", run.path, cfg.experiment)
     prior = None
     if cfg.model.variant == "hmr":  # only the adversarial prior reads them
-        prior = write_prior_poses(dm, list(cfg.model.prior_sources), run.path / "prior_poses.npz")
-    trainer, best = build_trainer(cfg, run)
+        prior_path = run.path / "prior_poses.npz"
+        prior = write_prior_poses(dm, list(cfg.model.prior_sources), prior_path) if rank == 0 else \
+            (str(prior_path) if cfg.model.prior_sources else None)
+    trainer, best = build_trainer(cfg, run, callbacks)
+    if trainer.is_global_zero:
+        write_train_factors(run.path / "train_factors.npz", dm.train_sources)
     system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size)
     ckpt = None
     if cfg.run.resume:
@@ -327,6 +489,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with warnings.catch_warnings():
         if ckpt:  # a resumed run's checkpoint folder is expected to hold checkpoints
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            # MixedDataModule restores its samplers' position itself (its state_dict travels in the checkpoint)
+            warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable")
         trainer.fit(system, datamodule=dm, ckpt_path=ckpt)
     metrics: dict[str, Any] = {"experiment": cfg.experiment, "run_dir": str(run.path),
                                "protocol": cfg.eval.protocol, "global_step": int(trainer.global_step),
@@ -337,10 +501,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["tested_checkpoint"] = Path(test_ckpt).name if test_ckpt else "in-memory (no training step)"
     if cfg.data.test:
         metrics.update(evaluate_test_sets(trainer, system, dm, test_ckpt))
-        write_predictions(run.path / "predictions", system.test_results, dm.test_sets)
+        if rank == 0:
+            write_predictions(run.path / "predictions", system.test_results, dm.test_sets)
     metrics["bad_samples"] = dm.bad_sample_count
     metrics["wall_time_s"] = round(time.time() - start, 1)
-    run.write_metrics(metrics)
+    if rank == 0:
+        run.write_metrics(metrics)
     logger.info("metrics: %s", metrics)
     return metrics
 

@@ -31,23 +31,27 @@ from torch import Tensor, nn
 
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
+from gtahuman.body.fast_joints import FastJoints54
 from gtahuman.body.rotations import axis_angle_to_matrix
 from gtahuman.body.smpl import BodyModel, BodyOutput
 from gtahuman.models import (
+    REGRESSORS,
     HMRHead,
     HMROutput,
     SMPLPoseDiscriminator,
     build_backbone,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
+    part_segmentation_loss,
 )
 from gtahuman.systems import losses as Lf
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
+from gtahuman.systems.pare_import import import_pare_state_dict
 
 VARIANTS = ("hmr", "hmr_plus")
 SUPERVISION = ("both", "keypoints", "smpl")
-SCHEDULES = ("constant", "step")
+SCHEDULES = ("constant", "step", "cosine")
 # SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
 # field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
 SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
@@ -93,13 +97,20 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
     2D/3D keypoint terms, for the samples whose ``source`` code is in ``supervision_sources``
     (None: every sample). ``batch_size`` (per device) and ``base_batch_size`` turn on the
     linear lr scaling of `effective_learning_rate` (applied to ``lr`` and ``disc_lr``).
-    ``milestones``: epochs at which schedule 'step' multiplies the lrs by ``gamma``.
+    ``milestones``: epochs at which schedule 'step' multiplies the lrs by ``gamma``; schedule
+    'cosine' decays the lrs per step to zero at the end of training after ``warmup_steps`` of
+    linear warm-up (short from-scratch runs end much better with a decayed lr).
     ``adaptation``: a module ``forward(source_features, target_features, source_params,
     target_params, step) -> (loss, logs)`` (params = predicted [pose 6D, betas, cam], (B, 157)),
     or a name in ``gtahuman.adaptation.ADAPTATIONS`` built with ``feature_dim`` +
     ``adaptation_args``; its loss is multiplied by ``loss_adaptation`` and its parameters join
     the main optimiser. Under DDP, variant 'hmr' (two backward passes per step) needs
     ``strategy='ddp_find_unused_parameters_true'``.
+    ``arch``: 'hmr' (backbone + IEF head) or a name in `gtahuman.models.REGRESSORS` (e.g. 'pare'),
+    built from the same backbone / mean-parameter arguments into ``regressor``. ``loss_parts``
+    weighs the part-segmentation term, active for regressors with ``part_logits`` (PARE) on
+    batches with ``part_labels`` (B, H, W) (and optional ``has_part_labels``); PARE's weight is
+    60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
     """
 
     def __init__(
@@ -110,6 +121,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         img_res: int = 224,
         variant: str = "hmr_plus",
         n_iter: int = 3,
+        head_dropout: float = 0.5,  # SPIN's regressor; a short from-scratch run learns faster without
         supervision: str = "both",
         supervision_sources: list[int] | None = None,
         # Loss weights: SPIN's total is 60 x (5 L2D + 5 L3D + 1 pose + 0.001 betas + 0 vertices
@@ -130,6 +142,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         schedule: str = "constant",
         milestones: list[int] | None = None,
         gamma: float = 0.1,
+        warmup_steps: int = 0,
         prior_poses_path: str | None = None,
         init_checkpoint: str | None = None,
         init_format: str = "auto",
@@ -139,6 +152,10 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         feature_samples: int = 0,
         adaptation: str | nn.Module | None = None,
         adaptation_args: dict[str, Any] | None = None,
+        sim2real_checkpoint: str | None = None,
+        sim2real_source_ids: list[int] | None = None,
+        arch: str = "hmr",
+        loss_parts: float = 60.0,
     ) -> None:
         super().__init__()
         # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
@@ -152,17 +169,38 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         self.focal_length = SPIN_FOCAL * img_res / SPIN_CROP_RES
         assets = check_body_model_dir(body_model_dir, genders=("neutral",), load_models=False)
         self.is_toy_body = assets.is_toy
-        self.backbone = build_backbone(backbone, **(backbone_args or {}))
-        self.head = HMRHead(self.backbone.feature_dim, mean_params=assets.mean_params, n_iter=n_iter)
+        if arch == "hmr":
+            self.backbone = build_backbone(backbone, **(backbone_args or {}))
+            self.head = HMRHead(self.backbone.feature_dim, mean_params=assets.mean_params, n_iter=n_iter,
+                               dropout=head_dropout)
+            feature_dim = self.backbone.feature_dim
+        else:
+            self.regressor = REGRESSORS.build(arch, backbone=backbone, backbone_args=dict(backbone_args or {}),
+                                              mean_params=assets.mean_params, n_iter=n_iter, img_res=img_res)
+            # Aliases, not sub-modules (weights live once, under regressor.*), so that evaluation
+            # can read head.init_pose / init_shape whatever the arch.
+            object.__setattr__(self, "backbone", self.regressor.backbone)
+            object.__setattr__(self, "head", self.regressor.head)
+            feature_dim = self.regressor.feature_dim
+        self.feature_dim = feature_dim  # size of forward()'s features, whatever the arch
         self.discriminator = SMPLPoseDiscriminator() if variant == "hmr" else None
         if isinstance(adaptation, str):
-            adaptation = _build_adaptation(adaptation, self.backbone.feature_dim, adaptation_args or {})
+            adaptation = _build_adaptation(adaptation, feature_dim, adaptation_args or {})
         self.adaptation = adaptation
         self.automatic_optimization = variant != "hmr"
         # Body models are kept out of the module tree: their ~20 MB of buffers per gender would
         # bloat every checkpoint and be broadcast by DDP each step. They move to the input's
         # device on use (see `_body`), are always float32, and are rebuilt from body_model_dir.
         self._bodies: dict[str, nn.Module] = {"neutral": BodyModel(body_model_dir, "neutral", assets=assets)}
+        # Training losses need joints only: posing the ~260 vertices they read is ~15x cheaper.
+        self._bodies["neutral_joints"] = FastJoints54(self._bodies["neutral"])
+        # CycleGAN sim2real, online: a frozen generator kept out of the module tree (not trained,
+        # not saved), applied to the synthetic sources' samples of each training batch.
+        self._sim2real: nn.Module | None = None
+        if sim2real_checkpoint:
+            from gtahuman.adaptation.sim2real import Sim2RealTransform
+
+            self._sim2real = Sim2RealTransform.from_checkpoint(sim2real_checkpoint)
         self._prior: tuple[Tensor, Tensor] | None = None
         self._init_applied = False
         self.init_report = None
@@ -172,14 +210,22 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
 
     def forward(self, img: Tensor) -> tuple[HMROutput, Tensor]:
         """Images (B, 3, R, R) -> (head output, backbone features (B, F))."""
+        if self.hparams.arch != "hmr":
+            return self.regressor(img)  # (output, the regressor's pooled features)
         features = self.backbone(img)
         return self.head(features), features
 
     def _body(self, name: str, device: torch.device) -> nn.Module:
         model = self._bodies[name]
-        if model.smpl.v_template.device != device:
+        if next(model.buffers()).device != device:
             model.to(device)
         return model
+
+    def predict_joints54(self, output: HMROutput) -> Tensor:
+        """smpl_54 joints (B, 54, 3) of the prediction (no translation), without the vertices."""
+        joints = self._body("neutral_joints", output.rotmat.device)
+        with torch.autocast(output.rotmat.device.type, enabled=False):
+            return joints(output.betas.float(), output.rotmat[:, 1:].float(), output.rotmat[:, :1].float())
 
     def predict_body(self, output: HMROutput) -> BodyOutput:
         """Neutral body model on the predicted rotations and betas, no translation."""
@@ -216,24 +262,29 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
     def compute_losses(self, batch: Mapping[str, Tensor], output: HMROutput,
                        pred_body: BodyOutput | None = None) -> dict[str, Tensor]:
         """Unweighted supervised terms (those with a non-zero weight) and their weighted sum
-        ``total``. Terms: keypoints2d, keypoints3d, pose, betas, vertices, camera."""
+        ``total``. Terms: keypoints2d, keypoints3d, pose, betas, vertices, camera. Without
+        ``pred_body`` the joints come from `predict_joints54` and the full body model runs only
+        for a vertex loss."""
         # Body model, projection and losses in float32 even under mixed precision.
         with torch.autocast(output.cam.device.type, enabled=False):
-            return self._supervised_terms(batch, output, pred_body or self.predict_body(output))
+            return self._supervised_terms(batch, output, pred_body)
 
     def _supervised_terms(self, batch: Mapping[str, Tensor], output: HMROutput,
-                          pred_body: BodyOutput) -> dict[str, Tensor]:
+                          pred_body: BodyOutput | None) -> dict[str, Tensor]:
         hp = self.hparams
+        if pred_body is None and hp.loss_vertices:
+            pred_body = self.predict_body(output)
+        joints54 = pred_body.joints54 if pred_body is not None else self.predict_joints54(output)
         masks = self._sample_masks(batch)
         weights = {"keypoints2d": hp.loss_keypoints2d, "keypoints3d": hp.loss_keypoints3d, "pose": hp.loss_pose,
                    "betas": hp.loss_betas, "vertices": hp.loss_vertices, "camera": hp.loss_camera}
         cam, rotmat, betas = output.cam.float(), output.rotmat.float(), output.betas.float()
         terms: dict[str, Tensor] = {}
         if weights["keypoints2d"]:
-            _, projected = project_to_crop(pred_body.joints54, cam, self.focal_length, hp.img_res)
+            _, projected = project_to_crop(joints54, cam, self.focal_length, hp.img_res)
             terms["keypoints2d"] = Lf.keypoint_2d_loss(projected, batch["keypoints2d"].float(), masks["keypoints2d"])
         if weights["keypoints3d"]:
-            terms["keypoints3d"] = Lf.keypoint_3d_loss(pred_body.joints54, batch["keypoints3d"].float(),
+            terms["keypoints3d"] = Lf.keypoint_3d_loss(joints54, batch["keypoints3d"].float(),
                                                        masks["keypoints3d"])
         gt_pose = torch.cat([batch["smpl_global_orient"], batch["smpl_body_pose"]], dim=1).float()
         gt_betas = batch["smpl_betas"].float()
@@ -247,6 +298,11 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
             terms["vertices"] = Lf.vertex_loss(pred_body.vertices, gt_vertices, masks["smpl"])
         if weights["camera"]:
             terms["camera"] = Lf.camera_prior(cam, masks["valid"])
+        part_logits = getattr(output, "part_logits", None)  # regressors with a part branch (PARE)
+        weights["parts"] = hp.loss_parts
+        if hp.loss_parts and part_logits is not None and "part_labels" in batch:
+            has_parts = batch["has_part_labels"].reshape(-1) > 0 if "has_part_labels" in batch else masks["valid"]
+            terms["parts"] = part_segmentation_loss(part_logits, batch["part_labels"], masks["valid"] & has_parts)
         terms["total"] = sum((weights[k] * v for k, v in terms.items()), cam.sum() * 0.0)
         return terms
 
@@ -267,6 +323,14 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
     def _objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, HMROutput, Tensor, dict[str, Tensor]]:
         """Forward + supervised (+ adaptation) loss; returns (total, output, valid mask, logs)."""
         merged, n_source = self._merge_domains(batch)
+        if self._sim2real is not None:
+            from gtahuman.adaptation.sim2real import translate_synthetic_rows
+
+            if "source" not in merged:
+                raise KeyError("sim2real (online) needs the batch's 'source' ids to find synthetic samples")
+            ids = torch.as_tensor(self.hparams.sim2real_source_ids or [], device=merged["source"].device)
+            merged["img"] = translate_synthetic_rows(merged["img"], torch.isin(merged["source"].reshape(-1), ids),
+                                                     self._sim2real)
         output, features = self(merged["img"])
         terms = self.compute_losses(merged, output)
         total = terms.pop("total")
@@ -274,7 +338,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         if n_source is not None and self.adaptation is not None:
             params = torch.cat([output.pose_6d, output.betas, output.cam], dim=1)
             da_loss, da_logs = self.adaptation(features[:n_source], features[n_source:],
-                                               params[:n_source], params[n_source:], self.global_step)
+                                               params[:n_source], params[n_source:], self.batch_step)
             total = total + self.hparams.loss_adaptation * da_loss
             logs["train/adaptation"] = da_loss.detach()
             logs.update({f"train/adaptation/{k}": torch.as_tensor(v).detach() for k, v in da_logs.items()})
@@ -283,6 +347,12 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
                              "{'source': ..., 'target': ...}")
         valid = merged["valid"].reshape(-1) > 0 if "valid" in merged else torch.ones_like(output.cam[:, 0], dtype=torch.bool)
         return total, output, valid, logs
+
+    @property
+    def batch_step(self) -> int:
+        """Training batches done so far. Lightning's ``global_step`` counts optimiser steps, two
+        per batch for variant 'hmr' (discriminator + generator); ramps (DANN) follow batches."""
+        return self.global_step if self.automatic_optimization else self.global_step // 2
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
         total, output, valid, logs = self._objective(batch)
@@ -313,13 +383,17 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         self.manual_backward(total)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
+        if self.hparams.schedule == "cosine":  # manual optimisation steps its schedulers itself
+            schedulers = self.lr_schedulers()
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
         logs.update({"train/adversarial": g_adv.detach(), "train/discriminator": d_loss.detach(),
                      "train/loss": total.detach()})
         self.log_dict(logs, batch_size=batch_size)
         return None
 
     def on_train_epoch_end(self) -> None:
-        if not self.automatic_optimization and self.hparams.schedule != "constant":
+        if not self.automatic_optimization and self.hparams.schedule == "step":
             schedulers = self.lr_schedulers()
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
                 scheduler.step()
@@ -361,7 +435,11 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
     def setup(self, stage: str) -> None:
         # Fine-tuning start point; skipped once weights came from a checkpoint of this suite.
         if stage == "fit" and self.hparams.init_checkpoint and not self._init_applied:
-            self.init_report = import_hmr_state_dict(self, self.hparams.init_checkpoint, self.hparams.init_format)
+            if self.hparams.init_format == "pare":  # PARE's public layout
+                self.init_report = import_pare_state_dict(self, self.hparams.init_checkpoint)
+            else:
+                self.init_report = import_hmr_state_dict(self, self.hparams.init_checkpoint,
+                                                         self.hparams.init_format)
             self._init_applied = True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -386,6 +464,22 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
             optimizers.append(_adam(list(self.discriminator.parameters()), disc_lr, hp.weight_decay))
         if hp.schedule == "constant":
             return optimizers if len(optimizers) > 1 else optimizers[0]
-        schedulers = [{"scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma),
-                       "interval": "epoch"} for opt in optimizers]
+        if hp.schedule == "cosine":
+            factor = cosine_with_warmup(max(int(self.trainer.estimated_stepping_batches), 1), hp.warmup_steps)
+            schedulers = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}
+                          for opt in optimizers]
+        else:
+            schedulers = [{"scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma),
+                           "interval": "epoch"} for opt in optimizers]
         return optimizers, schedulers
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int = 0) -> Any:
+    """lr factor at optimiser step ``i``: linear warm-up over ``warmup_steps``, then half a cosine
+    from 1 to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+    return factor
