@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from gtahuman.data.formats.errors import DataFormatError
 from gtahuman.config import ConfigError, load_run_config, require_complete
 from gtahuman.rundir import CONFIG_FILE, METRICS_FILE, RunDir, git_commit
 
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, DataFormatError) as err:  # a data file the run's config names is missing or bad
+        print(f"data error: {err}", file=sys.stderr)
+        return 1
     print()
     print(format_results(metrics))
     for name, folder in metrics["folders"].items():

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--print-config"]
     try:
         cfg = load_config(args)
-        if not show_only:
+        if not show_only and not cfg.dry_run:
             require_complete(cfg)  # a real-data row without body.model_dir etc. stops here, clearly
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if show_only:
         print(to_yaml(cfg))
         return 0
+    if cfg.dry_run:  # check the config against the files, train nothing (docs/REPRODUCE.md)
+        from experiments.check import run_check
+
+        return run_check(cfg)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     from gtahuman.train import format_results, train  # heavy imports only when running
 
