@@ -167,8 +167,10 @@ class MixedDataModule(L.LightningDataModule):
         names = [s.name for s in self.train_sources]
         if len(set(names)) != len(names):
             raise ValueError(f"MixedDataModule: train source names must be unique; got {names}")
-        # Plain types only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["train_sources", "val_sets", "test_sets"])
+        # Plain types only, so checkpoints load with torch.load(weights_only=True). Not sent to the
+        # logger: its global batch_size would clash with the system's per-device one under DDP
+        # (Lightning refuses differing values of one key); the run's config.yaml records it anyway.
+        self.save_hyperparameters(ignore=["train_sources", "val_sets", "test_sets"], logger=False)
         self.hparams.update(train_sources=[asdict(s) for s in self.train_sources],
                             val_sets={k: asdict(s) for k, s in self.val_sets.items()},
                             test_sets={k: asdict(s) for k, s in self.test_sets.items()})

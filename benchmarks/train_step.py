@@ -1,0 +1,226 @@
+"""Training step time: Lightning's loop vs a plain PyTorch loop on the same HMRSystem and batches;
+on a GPU also HMR ResNet-50 throughput (224 px, bf16 autocast, channels_last) and the data
+loader's share of the step time.
+
+    python benchmarks/train_step.py [--steps 30] [--warmup 5] [--rounds 3] [--threads 1] [--world tiny]
+                                    [--cache-dir .cache/gtahuman] [--gpu-batch 64] [--gpu-steps 50]
+
+CPU part (always): the first ``--steps`` batches of the mini world's training mixture
+(quickstart mixture, mobilenetv3_small_050 at 64 px, batch 8, augmentation on) are read once and
+held in memory. The same model (one initial state) is then trained on them by
+
+- ``plain``: ``loss = system.training_step(batch, i); zero_grad; backward; clip; step``;
+- ``lightning``: ``Trainer.fit`` over the same list of batches (no logger, checkpoints, progress
+  bar or validation; the same gradient clipping), i.e. what ``train()`` adds per step: hooks,
+  the optimisation closure, ``self.log`` bookkeeping.
+
+Each round times both after ``--warmup`` steps; the minimum ms/step over ``--rounds`` rounds is
+kept (the figure least disturbed by other processes on a shared machine); one intra-op thread
+by default, because two OpenMP threads competing with other busy processes made small CPU steps
+erratic (5-10x slower here) and the ratio, not the absolute time, is the figure. Prints ``name: value``
+lines; the last is ``ratio`` = lightning ms/step / plain ms/step (overhead % = 100 x (ratio - 1)).
+
+GPU part (when CUDA is available, else one line saying why it was skipped): ResNet-50 HMR at
+224 px (crop cache at 256), bf16 autocast, channels_last, batch ``--gpu-batch``: images/s with
+batches already on the GPU, then with the DataLoader (``min(8, CPUs)`` workers, pinned memory)
+feeding it, and the share of the step spent waiting for the next batch.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from gtahuman.config import REPO_ROOT, load_config
+from gtahuman.systems.hmr import HMRSystem
+from gtahuman.train import build_datamodule, build_system, ensure_assets
+
+warnings.filterwarnings("ignore", message=".*self.log\\(\\)` but the `self.trainer` reference.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+CPU_SETUP = ("model.backbone=mobilenetv3_small_050", "data.img_res=64", "data.crop_res=96", "data.batch_size=8",
+             "data.num_workers=0", "trainer.gradient_clip_val=5.0", "trainer.accelerator=cpu",
+             "trainer.devices=1", "trainer.progress_bar=false")
+
+
+def config(args: argparse.Namespace, *overrides: str):
+    return load_config([f"data.miniworld={args.world}", f"run.cache_dir={args.cache_dir}", *overrides])
+
+
+def first_batches(dm: Any, count: int) -> list[dict[str, torch.Tensor]]:
+    batches = []
+    for batch in dm.train_dataloader():
+        batches.append(batch)
+        if len(batches) == count:
+            return batches
+    raise ValueError(f"the training loader has only {len(batches)} batches; lower --steps")
+
+
+def plain_ms_per_step(system: HMRSystem, batches: list, warmup: int, clip: float | None) -> float:
+    optimizer = system.configure_optimizers()
+    system.train()
+    start = 0.0
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            start = time.perf_counter()
+        loss = system.training_step(batch, i)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(system.parameters(), clip)
+        optimizer.step()
+    return (time.perf_counter() - start) * 1000.0 / (len(batches) - warmup)
+
+
+class _StepClock(L.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.end = time.perf_counter()
+
+
+class _HeldBatches:
+    """The in-memory batches as one iterable of known length (a bare list would read to
+    Lightning as a list of dataloaders)."""
+
+    def __init__(self, batches: list):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def lightning_ms_per_step(system: HMRSystem, batches: list, warmup: int, clip: float | None) -> float:
+    clock = _StepClock(warmup)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, gradient_clip_val=clip, callbacks=[clock])
+    trainer.fit(system, train_dataloaders=_HeldBatches(batches))
+    return (clock.end - clock.start) * 1000.0 / (len(batches) - warmup)
+
+
+def cpu_part(args: argparse.Namespace) -> float:
+    cfg = config(args, *CPU_SETUP, f"data.epoch_length={8 * args.steps}")
+    body_dir = ensure_assets(cfg)
+    dm = build_datamodule(cfg, body_dir)
+    batches = first_batches(dm, args.steps)
+    L.seed_everything(0, verbose=False)
+    initial = build_system(cfg, body_dir, dm, None, world_size=1)
+    clip = cfg.trainer.gradient_clip_val
+    plain, lightning = [], []
+    for _ in range(args.rounds):  # alternate, so both see the same machine load
+        plain.append(plain_ms_per_step(copy.deepcopy(initial), batches, args.warmup, clip))
+        lightning.append(lightning_ms_per_step(copy.deepcopy(initial), batches, args.warmup, clip))
+    best_plain, best_lightning = min(plain), min(lightning)
+    print(f"cpu_plain_ms_per_step: {best_plain:.2f}")
+    print(f"cpu_lightning_ms_per_step: {best_lightning:.2f}")
+    print(f"cpu_lightning_overhead_percent: {100.0 * (best_lightning / best_plain - 1.0):.1f}")
+    return best_lightning / best_plain
+
+
+def gpu_part(args: argparse.Namespace) -> None:
+    if not torch.cuda.is_available():
+        print("# GPU part skipped: torch.cuda.is_available() is False on this machine", file=sys.stderr)
+        print("gpu: skipped (no CUDA device)")
+        return
+    print(f"gpu_device: {torch.cuda.get_device_name()}")
+    throughput(args, torch.device("cuda"), "gpu")
+
+
+def throughput(args: argparse.Namespace, device: torch.device, label: str, warmup: int = 5) -> None:
+    """ResNet-50 HMR at 224 px, bf16 autocast, channels_last on ``device``: images/s with the
+    batches already there, then fed by the DataLoader, and the loader's share of the step."""
+    steps, batch = args.gpu_steps, args.gpu_batch
+    cfg = config(args, "model.backbone=resnet50", "data.img_res=224", "data.crop_res=256",
+                 f"data.batch_size={batch}", f"data.num_workers={min(8, os.cpu_count() or 1)}",
+                 f"data.epoch_length={batch * (steps + warmup)}", "trainer.progress_bar=false")
+    body_dir = ensure_assets(cfg)
+    dm = build_datamodule(cfg, body_dir)  # pinned memory when CUDA is there
+    L.seed_everything(0, verbose=False)
+    system = build_system(cfg, body_dir, dm, None, world_size=1).to(device).to(memory_format=torch.channels_last)
+    optimizer = system.configure_optimizers()
+    system.train()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def to_device(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        moved = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        moved["img"] = moved["img"].contiguous(memory_format=torch.channels_last)
+        return moved
+
+    def step(b: dict[str, torch.Tensor], i: int) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = system.training_step(b, i)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    held = [to_device(b) for b in first_batches(dm, min(4, steps + warmup))]
+    for i in range(warmup):
+        step(held[i % len(held)], i)
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(held[i % len(held)], i)
+    sync()
+    print(f"{label}_resnet50_224_bf16_images_per_s: {steps * batch / (time.perf_counter() - start):.0f}")
+
+    waited, iterator = 0.0, iter(dm.train_dataloader())
+    for i in range(warmup):  # workers start and fill their queues
+        step(to_device(next(iterator)), i)
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        fetch = time.perf_counter()
+        b = to_device(next(iterator))
+        waited += time.perf_counter() - fetch
+        step(b, i)
+    sync()
+    total_s = time.perf_counter() - start
+    print(f"{label}_resnet50_224_bf16_images_per_s_with_loader: {steps * batch / total_s:.0f}")
+    print(f"{label}_loader_share_of_step_percent: {100.0 * waited / total_s:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30, help="batches held in memory (CPU part)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the CPU part")
+    parser.add_argument("--world", default="tiny", choices=("tiny", "default"), help="mini world size")
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "gtahuman")
+    parser.add_argument("--gpu-batch", type=int, default=64)
+    parser.add_argument("--gpu-steps", type=int, default=50)
+    args = parser.parse_args()
+    if args.steps <= args.warmup:
+        parser.error("--steps must exceed --warmup")
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {load:.2f} on {os.cpu_count()} cores", file=sys.stderr)
+    ratio = cpu_part(args)
+    gpu_part(args)
+    print(f"ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":  # the mini world renders with spawned workers
+    main()

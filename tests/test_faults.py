@@ -1,0 +1,133 @@
+"""Bad inputs and failures met by a whole run (``train`` / ``experiments.run``), one test per row
+of docs/RELIABILITY.md that no other test file covers (the table cites those for the rest).
+
+* disk full while a checkpoint is written: simulated by a ``torch.save`` that writes half the bytes
+  and raises OSError(ENOSPC); the previous last.ckpt must survive intact and resume the run;
+* a cut-short checkpoint at resume, a resume with another per-process batch: errors naming the file
+  or the setting;
+* NaN weights in ``model.init_checkpoint``: the run stops at the first step, before a checkpoint;
+* a wrong body-model directory and a config typo: refused before any work, naming the fix.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from experiments.run import main as run_main
+from gtahuman.body.assets import BodyAssetError
+from gtahuman.systems.hmr import HMRSystem
+from gtahuman.train import StopOnNonFiniteLoss, ensure_assets, system_arguments, train
+
+SHORT = ("data.epoch_length=32", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=2")  # 4 steps/epoch
+
+
+def disk_full_after(successful_saves: int, real_save=torch.save):
+    """A torch.save that works ``successful_saves`` times, then writes half of what it would and
+    raises ENOSPC, as a full disk does part-way through a file."""
+    calls = []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= successful_saves:
+            return real_save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return save
+
+
+@pytest.fixture(scope="module")
+def disk_full_run(tiny_config, single_thread) -> dict:
+    cfg = tiny_config(*SHORT, "run.run_id=disk-full")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "save", disk_full_after(1))  # the step-2 checkpoint is written, step 4's is not
+        with pytest.raises(OSError) as failure:
+            train(cfg)
+    run = Path(cfg.run.output_root) / cfg.experiment / "disk-full"
+    last = run / "checkpoints" / "last.ckpt"
+    survivor = torch.load(last, map_location="cpu", weights_only=False)
+    leftovers = sorted(p.name for p in last.parent.iterdir() if p.name != "last.ckpt")
+    resumed = train(tiny_config(*SHORT, "run.run_id=disk-full", "run.resume=true"))
+    return {"failure": failure.value, "survivor": survivor, "leftovers": leftovers, "resumed": resumed, "run": run}
+
+
+def test_disk_full_keeps_the_previous_checkpoint_and_the_run_resumes_from_it(disk_full_run) -> None:
+    assert disk_full_run["failure"].errno == errno.ENOSPC  # the run stops, saying why
+    survivor = disk_full_run["survivor"]
+    assert survivor["global_step"] == 2  # the last complete checkpoint, loadable
+    assert survivor["MixedDataModule"]["samplers"]["train"]["consumed"] == 2 * 8
+    assert disk_full_run["leftovers"] == []  # the half-written temporary file was removed
+    assert disk_full_run["resumed"]["global_step"] == 8  # resumed from step 2 and finished both epochs
+
+
+def test_a_cut_checkpoint_is_named_at_resume(disk_full_run, tiny_config, tmp_path) -> None:
+    last = disk_full_run["run"] / "checkpoints" / "last.ckpt"
+    intact = last.read_bytes()
+    try:
+        last.write_bytes(intact[: len(intact) // 3])
+        with pytest.raises(RuntimeError, match=r"last\.ckpt: not a readable checkpoint .* cut short"):
+            train(tiny_config(*SHORT, "run.run_id=disk-full", "run.resume=true", "trainer.max_epochs=3"))
+    finally:
+        last.write_bytes(intact)
+
+
+def test_resume_with_another_per_process_batch_is_refused(disk_full_run, tiny_config) -> None:
+    with pytest.raises(ValueError, match="taken with 8 samples per rank and batch, this run has 4"):
+        train(tiny_config(*SHORT, "run.run_id=disk-full", "run.resume=true", "trainer.max_epochs=3",
+                          "data.batch_size=4"))
+
+
+def test_nan_weights_in_the_init_checkpoint_stop_the_run_before_any_checkpoint(tiny_config, tmp_path,
+                                                                              single_thread) -> None:
+    cfg = tiny_config(*SHORT)
+    system = HMRSystem(**system_arguments(cfg, ensure_assets(cfg), list(cfg.data.train), None))
+    state = system.state_dict()
+    poisoned = next(k for k in state if k.startswith("head.") and k.endswith("weight"))
+    state[poisoned][0] = float("nan")
+    torch.save({"state_dict": state}, tmp_path / "nan_init.ckpt")
+    nan_cfg = tiny_config(*SHORT, "run.run_id=nan-init", f"model.init_checkpoint={tmp_path / 'nan_init.ckpt'}",
+                          "model.init_format=suite")
+    with pytest.raises(FloatingPointError, match=r"epoch 0, batch 0 .*training loss is nan.*model\.init_checkpoint"):
+        train(nan_cfg)
+    checkpoints = Path(nan_cfg.run.output_root) / nan_cfg.experiment / "nan-init" / "checkpoints"
+    assert list(checkpoints.glob("*.ckpt")) == []  # no checkpoint of NaN weights
+
+
+def test_manual_optimisation_is_checked_through_its_weights(tmp_path) -> None:
+    """variant=hmr optimises manually and returns no loss: the guard looks at the weights."""
+    guard, trainer = StopOnNonFiniteLoss(tmp_path / "last.ckpt"), SimpleNamespace(current_epoch=1, global_step=7)
+    module = torch.nn.Linear(3, 2)
+    guard.on_train_batch_end(trainer, module, {}, None, 3)  # finite: nothing happens
+    guard.on_train_batch_end(trainer, module, {"loss": torch.tensor(2.0)}, None, 3)
+    with torch.no_grad():
+        module.bias[1] = float("inf")
+    with pytest.raises(FloatingPointError, match="epoch 1, batch 3 .global step 7.: the weights hold non-finite"):
+        guard.on_train_batch_end(trainer, module, {}, None, 3)
+
+
+def test_a_wrong_body_model_dir_is_refused_before_any_work(tiny_config, tmp_path) -> None:
+    bad = tmp_path / "smpl"
+    bad.mkdir()
+    (bad / "SMPL_NEUTRAL.npz").write_bytes(b"this is not an npz")
+    cfg = tiny_config(f"body.model_dir={bad}", f"run.cache_dir={tmp_path / 'cache'}",
+                      f"run.output_root={tmp_path / 'runs'}")
+    with pytest.raises(BodyAssetError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert str(bad) in message and "SMPL_MALE" in message and "J_regressor_h36m.npy" in message
+    assert not (tmp_path / "runs").exists()  # no run directory, nothing trained
+
+
+def test_a_config_typo_on_the_command_line_exits_with_the_key_and_a_suggestion(capsys) -> None:
+    assert run_main(["trainer.checkpoint_every_n_step=4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'trainer.checkpoint_every_n_step'" in err
+    assert "did you mean 'checkpoint_every_n_steps'" in err
