@@ -25,14 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
 from gtahuman.body.fast_joints import FastJoints54
-from gtahuman.body.rotations import axis_angle_to_matrix
 from gtahuman.body.smpl import BodyModel, BodyOutput
 from gtahuman.models import (
     REGRESSORS,
@@ -47,36 +45,23 @@ from gtahuman.models import (
 from gtahuman.systems import losses as Lf
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
+from gtahuman.systems.optimisation import (  # noqa: F401  (effective_learning_rate, cosine_with_warmup: public here too)
+    SCHEDULES,
+    adam,
+    cosine_with_warmup,
+    effective_learning_rate,
+    lr_schedulers,
+)
+from gtahuman.systems.pose_prior import load_prior_poses, sample_prior
 from gtahuman.systems.pare_import import import_pare_state_dict
 
 VARIANTS = ("hmr", "hmr_plus")
 SUPERVISION = ("both", "keypoints", "smpl")
-SCHEDULES = ("constant", "step", "cosine")
 # SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
 # field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
 SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
 _REQUIRED_KEYS = ("img", "keypoints2d", "keypoints3d", "smpl_global_orient", "smpl_body_pose",
                   "smpl_betas", "has_smpl")
-
-
-def effective_learning_rate(lr: float, per_device_batch: int | None, world_size: int = 1,
-                            accumulate: int = 1, base_batch_size: int | None = None) -> float:
-    """Linear scaling rule: lr x (per-device batch x world size x accumulate) / base batch
-    (paper: batch 2048 = 4 x SPIN's, lr 2e-4). ``base_batch_size=None`` leaves lr as given."""
-    if base_batch_size is None:
-        return lr
-    if per_device_batch is None:
-        raise ValueError("base_batch_size is set, so the per-device batch_size must be given "
-                         "to scale the learning rate")
-    return lr * per_device_batch * world_size * accumulate / base_batch_size
-
-
-def _adam(params: Any, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam, fused where this torch build and device support it (CPU since torch 2.4)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def _build_adaptation(name: str, feature_dim: int, args: Mapping[str, Any]) -> nn.Module:
@@ -402,33 +387,13 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.hparams.variant == "hmr" and self._prior is None:
-            self._prior = self._load_prior(self.hparams.prior_poses_path)
-
-    @staticmethod
-    def _load_prior(path: str | None) -> tuple[Tensor, Tensor]:
-        if path is None:
-            raise ValueError("variant 'hmr' needs prior_poses_path: an npz with body_pose (N, 69) "
-                             "and betas (N, 10), the discriminator's real samples")
-        with np.load(path, allow_pickle=False) as data:
-            for key, width in (("body_pose", 69), ("betas", 10)):
-                if key not in data.files:
-                    raise KeyError(f"{path}: key '{key}' missing; expected {key} (N, {width}); has {data.files}")
-                if data[key].ndim != 2 or data[key].shape[1] != width:
-                    raise ValueError(f"{path}: key '{key}': expected (N, {width}), got {data[key].shape}")
-            pose, betas = data["body_pose"], data["betas"]
-        if pose.shape[0] != betas.shape[0] or pose.shape[0] == 0:
-            raise ValueError(f"{path}: body_pose has {pose.shape[0]} rows, betas {betas.shape[0]}; "
-                             "expected the same non-zero number")
-        return torch.as_tensor(pose, dtype=torch.float32), torch.as_tensor(betas, dtype=torch.float32)
+            self._prior = load_prior_poses(self.hparams.prior_poses_path)
 
     def _sample_prior(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """n random prior samples as (body rotations (n, 23, 3, 3), betas (n, 10))."""
         if self._prior is None:
-            self._prior = self._load_prior(self.hparams.prior_poses_path)
-        pose, betas = self._prior
-        index = torch.randint(pose.shape[0], (n,))
-        rotmat = axis_angle_to_matrix(pose[index].reshape(n, 23, 3))
-        return rotmat.to(device), betas[index].to(device)
+            self._prior = load_prior_poses(self.hparams.prior_poses_path)
+        return sample_prior(self._prior, n, device)
 
     # ------------------------------------------------------------------ setup and optimisers
 
@@ -459,27 +424,12 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         hp = self.hparams
         lr, disc_lr = self.learning_rates()
         generator_params = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
-        optimizers = [_adam(generator_params, lr, hp.weight_decay)]
+        optimizers = [adam(generator_params, lr, hp.weight_decay)]
         if self.discriminator is not None:
-            optimizers.append(_adam(list(self.discriminator.parameters()), disc_lr, hp.weight_decay))
-        if hp.schedule == "constant":
+            optimizers.append(adam(list(self.discriminator.parameters()), disc_lr, hp.weight_decay))
+        total = int(self.trainer.estimated_stepping_batches) if hp.schedule == "cosine" else 1
+        schedulers = lr_schedulers(optimizers, hp.schedule, milestones=hp.milestones or (), gamma=hp.gamma,
+                                   warmup_steps=hp.warmup_steps, total_steps=total)
+        if not schedulers:
             return optimizers if len(optimizers) > 1 else optimizers[0]
-        if hp.schedule == "cosine":
-            factor = cosine_with_warmup(max(int(self.trainer.estimated_stepping_batches), 1), hp.warmup_steps)
-            schedulers = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}
-                          for opt in optimizers]
-        else:
-            schedulers = [{"scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, list(hp.milestones), hp.gamma),
-                           "interval": "epoch"} for opt in optimizers]
         return optimizers, schedulers
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int = 0) -> Any:
-    """lr factor at optimiser step ``i``: linear warm-up over ``warmup_steps``, then half a cosine
-    from 1 to 0 at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
-    return factor
