@@ -48,8 +48,8 @@ from gtahuman.data.prepare import prepare_dataset
 from gtahuman.evaluation import get_protocol
 from gtahuman.atomic import atomic_output
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
-from gtahuman.systems.results import gather_rows
 from gtahuman.systems.hmr import HMRSystem
+from gtahuman.systems.results import gather_rows
 
 log = logging.getLogger("gtahuman")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
@@ -329,11 +329,12 @@ class StopOnNonFiniteLoss(L.Callback):
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            finite, what = bool(torch.isfinite(loss.detach()).all()), f"the training loss is {float(loss):g}"
-        else:
-            finite = all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
-            what = "the weights hold non-finite values"
+            finite = bool(torch.isfinite(loss.detach()).all())
+        else:  # one device sync for all weights
+            finite = bool(torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all())
         if not finite:
+            what = (f"the training loss is {float(loss):g}" if isinstance(loss, torch.Tensor)
+                    else "the weights hold non-finite values")
             raise FloatingPointError(
                 f"epoch {trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step}): {what}; "
                 f"stopped before checkpointing it ({self.last_checkpoint} holds the last finite state, if any). "
@@ -508,6 +509,12 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     if rank == 0:
         run.write_metrics(metrics)
     logger.info("metrics: %s", metrics)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every rank waits for rank 0's files, then leaves the group: a process exiting with a live
+        # gloo/NCCL group may abort ("terminate called without an active exception"), which
+        # torchrun reports as a failed run.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return metrics
 
 
