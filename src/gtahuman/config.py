@@ -115,6 +115,7 @@ class LossWeights:
     # SPIN's hyper-parameters for HMR+ BT.
     keypoints2d: float = 300.0
     keypoints3d: float = 300.0
+    keypoints3d_aligned: float = 0.0  # not SPIN's: 3D joints after the best rotation onto the GT
     smpl_pose: float = 60.0
     smpl_betas: float = 0.06
     camera: float = 60.0

@@ -113,6 +113,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         # + camera prior) (reference/spin_vibe_hmr2.md 1.7); adversarial 1 as mmhuman3d's HMR.
         loss_keypoints2d: float = 300.0,
         loss_keypoints3d: float = 300.0,
+        loss_keypoints3d_aligned: float = 0.0,  # not SPIN's: 3D joints after rotation onto the GT
         loss_pose: float = 60.0,
         loss_betas: float = 0.06,
         loss_camera: float = 60.0,
@@ -261,7 +262,8 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
             pred_body = self.predict_body(output)
         joints54 = pred_body.joints54 if pred_body is not None else self.predict_joints54(output)
         masks = self._sample_masks(batch)
-        weights = {"keypoints2d": hp.loss_keypoints2d, "keypoints3d": hp.loss_keypoints3d, "pose": hp.loss_pose,
+        weights = {"keypoints2d": hp.loss_keypoints2d, "keypoints3d": hp.loss_keypoints3d,
+                   "keypoints3d_aligned": hp.loss_keypoints3d_aligned, "pose": hp.loss_pose,
                    "betas": hp.loss_betas, "vertices": hp.loss_vertices, "camera": hp.loss_camera}
         cam, rotmat, betas = output.cam.float(), output.rotmat.float(), output.betas.float()
         terms: dict[str, Tensor] = {}
@@ -271,6 +273,9 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         if weights["keypoints3d"]:
             terms["keypoints3d"] = Lf.keypoint_3d_loss(joints54, batch["keypoints3d"].float(),
                                                        masks["keypoints3d"])
+        if weights["keypoints3d_aligned"]:
+            terms["keypoints3d_aligned"] = Lf.keypoint_3d_aligned_loss(joints54, batch["keypoints3d"].float(),
+                                                                       masks["keypoints3d"])
         gt_pose = torch.cat([batch["smpl_global_orient"], batch["smpl_body_pose"]], dim=1).float()
         gt_betas = batch["smpl_betas"].float()
         if weights["pose"]:

@@ -83,6 +83,44 @@ def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask:
     return _masked_mean(conf * (pred - gt) ** 2, sample_mask, "keypoint_3d_loss")
 
 
+def best_rotation(source: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """Per sample, the rotation R (B, 3, 3) minimising sum_j w_j |R source_j - target_j|^2 for
+    centred point sets (B, J, 3) and weights (B, J) (Kabsch; a proper rotation, never a reflection)."""
+    k = (weights[..., None] * source).mT @ target  # (B, 3, 3) = sum_j w_j s_j t_j^T
+    u, _, vh = torch.linalg.svd(k)
+    sign = torch.where(torch.linalg.det(vh.mT @ u.mT) < 0, -1.0, 1.0).to(source.dtype)
+    vh = torch.cat([vh[:, :2], vh[:, 2:] * sign[:, None, None]], dim=1)
+    return vh.mT @ u.mT
+
+
+def keypoint_3d_aligned_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask: Tensor) -> Tensor:
+    """The 3D keypoint loss after rotating each prediction onto its ground truth: both sets
+    centred at the mid-hip point, the prediction turned by the best rotation (fitted to the
+    confidence-weighted joints, with the prediction detached so no gradient flows through the
+    SVD), then conf * (R pred - gt)^2 averaged like `keypoint_3d_loss`.
+
+    Not part of SPIN's recipe. It measures articulation only (the global orientation is factored
+    out, as PA-MPJPE does, without its scale), so a short from-scratch run gets a signal for the
+    limbs that the root's large early error does not drown out.
+    """
+    if pred_joints54.shape[1:] != (54, 3) or gt_keypoints3d.shape[1:] != (54, 4) \
+            or pred_joints54.shape[0] != gt_keypoints3d.shape[0]:
+        raise ValueError(f"keypoint_3d_aligned_loss: expected pred (B, 54, 3) and gt (B, 54, 4) in smpl_54; "
+                         f"got {tuple(pred_joints54.shape)} and {tuple(gt_keypoints3d.shape)}")
+    conf = gt_keypoints3d[..., 3]
+    pred = centre_at_mid_hip(pred_joints54)
+    gt = centre_at_mid_hip(gt_keypoints3d[..., :3])
+    usable = torch.isfinite(pred.detach()).all(dim=(1, 2)) & torch.isfinite(gt).all(dim=(1, 2))
+    safe_gt = torch.where(usable[:, None, None], gt, gt.new_zeros(()))
+    safe_pred = torch.where(usable[:, None, None], pred.detach(), pred.new_zeros(()))
+    eye = torch.eye(3, dtype=pred.dtype, device=pred.device).expand(pred.shape[0], 3, 3)
+    # Samples without 3 confident joints have no defined rotation: identity (the mask drops them).
+    enough = (conf > 0).sum(dim=1) >= 3
+    rot = torch.where((usable & enough)[:, None, None], best_rotation(safe_pred, safe_gt, conf * enough[:, None]), eye)
+    aligned = pred @ rot.mT
+    return _masked_mean(conf[..., None] * (aligned - gt) ** 2, sample_mask, "keypoint_3d_aligned_loss")
+
+
 def smpl_pose_loss(pred_rotmat: Tensor, gt_pose_axis_angle: Tensor, sample_mask: Tensor) -> Tensor:
     """MSE between predicted rotation matrices (B, 24, 3, 3) and Rodrigues(GT axis-angle)
     (B, 72), all 24 joints including the global orientation; mean over the masked samples'
