@@ -422,3 +422,18 @@ def test_eval_results_are_gathered_across_two_processes(tmp_path) -> None:
         np.testing.assert_array_equal(rows["pred_pose"][:, 0], [0, 1, 2, 3, 4, 5])
         np.testing.assert_array_equal(rows["feature_sample_id"], [0, 1, 2])
         np.testing.assert_array_equal(rows["features"][:, 0], [0, 1, 2])
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_manual_optimisation_clips_the_generator_gradient(body_dir: str, prior_path: str, clip) -> None:
+    """variant 'hmr' optimises manually, so the system clips the generator's gradient itself."""
+    system = make_system(body_dir, variant="hmr", prior_poses_path=prior_path, manual_clip_norm=clip)
+    batch = make_batch(body_dir)
+    trainer(max_steps=2).fit(system, loader(batch))  # one batch: two optimiser steps
+    grads = [p.grad for name, p in system.named_parameters()
+             if not name.startswith("discriminator.") and p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    if clip is None:
+        assert norm > 0.5  # so that the clipped case below is a real test
+    else:
+        assert norm == pytest.approx(clip, rel=1e-4)

@@ -215,7 +215,9 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         # trainer's world size and accumulation itself (global batch x accumulate / base).
         batch_size=cfg.data.batch_size // world_size,
         base_batch_size=o.base_batch_size, schedule=o.schedule, milestones=list(o.milestones) or None,
-        gamma=o.gamma, warmup_steps=o.warmup_steps, prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
+        gamma=o.gamma, warmup_steps=o.warmup_steps,
+        manual_clip_norm=cfg.trainer.gradient_clip_val if m.variant == "hmr" else None,
+        prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
         eval_protocol=cfg.eval.protocol, eval_protocols=dict(cfg.eval.protocols) or None,
         feature_samples=m.feature_samples, **adaptation_arguments(cfg))
 
@@ -250,9 +252,6 @@ def build_trainer(cfg: DictConfig, run: RunDir,
     Lightning's ``save_last=True`` refreshes last.ckpt only when a top-k checkpoint is saved, so
     after an epoch that did not improve, last.ckpt would still hold the best epoch."""
     t = cfg.trainer
-    if cfg.model.variant == "hmr" and t.gradient_clip_val is not None:
-        raise ValueError(f"trainer.gradient_clip_val={t.gradient_clip_val} cannot be used with model.variant=hmr "
-                         "(manual optimisation: Lightning does not clip it); set trainer.gradient_clip_val=null")
     has_val = len(cfg.data.val) > 0
     best = ModelCheckpoint(dirpath=run.checkpoint_dir, filename="best", monitor=cfg.eval.monitor if has_val else None,
                            mode="min", save_top_k=1 if has_val else 0, enable_version_counter=False)
@@ -265,6 +264,8 @@ def build_trainer(cfg: DictConfig, run: RunDir,
                                      enable_version_counter=False))
     optional = {k: t[k] for k in ("gradient_clip_val", "val_check_interval", "limit_train_batches",
                                   "limit_val_batches") if t[k] is not None}
+    if cfg.model.variant == "hmr":  # manual optimisation: the system clips (system_arguments)
+        optional.pop("gradient_clip_val", None)
     trainer = L.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,

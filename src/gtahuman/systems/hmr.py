@@ -129,6 +129,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         milestones: list[int] | None = None,
         gamma: float = 0.1,
         warmup_steps: int = 0,
+        manual_clip_norm: float | None = None,  # variant 'hmr' (manual optimisation): clip the generator
         prior_poses_path: str | None = None,
         init_checkpoint: str | None = None,
         init_format: str = "auto",
@@ -371,6 +372,8 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         total = total + self.hparams.loss_adversarial * g_adv
         opt_g.zero_grad()
         self.manual_backward(total)
+        if self.hparams.manual_clip_norm:  # Lightning clips automatic optimisation only
+            self.clip_gradients(opt_g, gradient_clip_val=self.hparams.manual_clip_norm, gradient_clip_algorithm="norm")
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         if self.hparams.schedule == "cosine":  # manual optimisation steps its schedulers itself
