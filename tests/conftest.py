@@ -34,6 +34,11 @@ TINY_OVERRIDES = (
     "model.loss_weights.smpl_pose=600.0",
     "model.loss_weights.smpl_betas=6.0",
     "trainer.gradient_clip_val=5.0",
+    # the quickstart's schedule and aligned 3D term are tuned for ~1,000 steps; tests keep the
+    # constant-lr recipe their bounds were measured with
+    "optim.schedule=constant",
+    "optim.warmup_steps=0",
+    "model.loss_weights.keypoints3d_aligned=0.0",
     "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
     "trainer.devices=1",
