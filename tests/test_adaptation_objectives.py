@@ -291,3 +291,23 @@ def test_dann_training_run_logs_the_adaptation_terms(tiny_config, single_thread)
     assert coefficients == pytest.approx([math.tanh(s / 8) for s in range(6)], abs=1e-6)
     assert float(rows[0]["train/adaptation"]) == pytest.approx(0.1 * float(rows[0]["train/adaptation/domain_loss"]),
                                                                rel=1e-5)
+
+
+def test_rsd_gradient_stays_finite_for_repeated_singular_values():
+    """A batch with zero rows (or equal singular values) makes the SVD's gradient NaN (checked
+    on the bare function below); the objective hands the backbone finite gradients instead."""
+    from gtahuman.adaptation import RSD
+    from gtahuman.adaptation.rsd import representation_subspace_distance
+
+    gen = torch.Generator().manual_seed(0)
+    source = torch.randn(8, 16, generator=gen, dtype=torch.float64)
+    source[4:] = 0.0  # four empty samples: a 4-fold zero singular value
+    target = torch.randn(8, 16, generator=gen, dtype=torch.float64)
+    bare = source.clone().requires_grad_(True)
+    representation_subspace_distance(bare, target.clone())[0].backward()
+    assert not torch.isfinite(bare.grad).all()  # the hazard is real
+    source.requires_grad_(True)
+    target.requires_grad_(True)
+    loss, _ = RSD(16)(source, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(source.grad).all() and torch.isfinite(target.grad).all()

@@ -48,6 +48,21 @@ class _SqrtOfNonNegative(torch.autograd.Function):
         return grad_output / (2.0 * root.clamp(min=SINE_GRADIENT_FLOOR))
 
 
+class _ZeroNonFiniteGradient(torch.autograd.Function):
+    """Identity forward; backward replaces non-finite gradient entries with 0. The SVD's gradient
+    divides by differences of squared singular values, so features with repeated ones (a
+    rank-deficient batch: dead units, duplicate samples) give inf/NaN, which would otherwise
+    poison every weight of the backbone in one step (seen on the mini world at step 156)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.nan_to_num(grad_output, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def representation_subspace_distance(source: Tensor, target: Tensor, trade_off: float = 0.1
                                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(RSD + trade_off x BMP, RSD, BMP, principal-angle cosines) for (B, F) features, B < F."""
@@ -84,7 +99,8 @@ class RSD(AdaptationObjective):
         check_domain_pair("rsd", source_features, target_features, self.feature_dim)
         with torch.autocast(source_features.device.type, enabled=False):  # SVDs in full precision
             objective, distance, mismatch, cosines = representation_subspace_distance(
-                full_precision(source_features), full_precision(target_features), self.bmp_trade_off)
+                _ZeroNonFiniteGradient.apply(full_precision(source_features)),
+                _ZeroNonFiniteGradient.apply(full_precision(target_features)), self.bmp_trade_off)
         logs: dict[str, Tensor | float] = {"rsd": distance.detach(), "bmp": mismatch.detach(),
                                            "objective": objective.detach(), "mean_cosine": cosines.detach().mean(),
                                            "weight": self.weight}
