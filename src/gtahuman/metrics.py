@@ -66,6 +66,16 @@ def _joint_weights(mask: Tensor | None, pred: Tensor) -> Tensor | None:
     return (mask > 0).to(pred.dtype)
 
 
+def kabsch_rotation(k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For cross-covariances K = Σ_j x_j y_jᵀ (B, 3, 3): the proper rotation R = V Z Uᵀ that best
+    maps the x onto the y (SVD K = U S Vᵀ, Z = diag(1, 1, sign(det(U Vᵀ))): never a reflection),
+    with the singular values S and that sign (for the similarity's scale)."""
+    u, singular, vh = torch.linalg.svd(k)
+    sign = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(k.dtype)
+    vh = torch.cat([vh[:, :2], vh[:, 2:] * sign[:, None, None]], dim=1)  # rows of Vᵀ: Z Vᵀ
+    return vh.mT @ u.mT, singular, sign
+
+
 def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
     """Align each sample of `pred` (B, J, 3) to `gt` by the best similarity transform.
 
@@ -93,10 +103,7 @@ def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) 
     finite = torch.isfinite(k).all(dim=(1, 2)) & torch.isfinite(x1).all(dim=(1, 2))
     if not bool(finite.all()):
         k = torch.where(finite[:, None, None], k, torch.eye(3, dtype=k.dtype, device=k.device))
-    u, singular, vh = torch.linalg.svd(k)
-    sign = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(pred.dtype)
-    vh = torch.cat([vh[:, :2], vh[:, 2:] * sign[:, None, None]], dim=1)  # rows of Vᵀ: Z Vᵀ
-    rot = vh.mT @ u.mT  # V Z Uᵀ
+    rot, singular, sign = kabsch_rotation(k)
     # trace(R K) = trace(V Z Uᵀ U S Vᵀ) = trace(Z S)
     trace_rk = singular[:, 0] + singular[:, 1] + sign * singular[:, 2]
     var_pred = (x1_fit * x1).sum(dim=(1, 2))

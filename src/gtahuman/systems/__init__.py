@@ -7,7 +7,12 @@ from gtahuman.systems.checkpoint_import import (
     detect_format,
     import_hmr_state_dict,
 )
-from gtahuman.systems.hmr import SUPERVISION, VARIANTS, HMRSystem, effective_learning_rate
+from gtahuman.systems.hmr import (
+    SUPERVISION,
+    VARIANTS,
+    HMRSystem,
+    effective_learning_rate,
+)
 
 __all__ = [
     "SUPERVISION",

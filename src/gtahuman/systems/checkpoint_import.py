@@ -95,7 +95,7 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def _read_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, bool]:
+def read_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, bool]:
     """-> (flat state dict, a name for messages, whether it came from a Lightning checkpoint)."""
     if isinstance(state_dict_or_path, (str, os.PathLike)):
         path = Path(state_dict_or_path)
@@ -104,7 +104,13 @@ def _read_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) 
         try:
             obj: Any = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # python objects inside (e.g. hyper-parameters): trust the file
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+            except ModuleNotFoundError as error:  # e.g. PARE's Lightning checkpoints pickle its classes
+                raise CheckpointImportError(
+                    f"{path}: unpickling needs module '{error.name}'; in an environment that has it, save "
+                    "the bare weights with torch.save(torch.load(path)['state_dict'], 'state_dict.pt')"
+                ) from error
         source = str(path)
     else:
         obj, source = state_dict_or_path, "state dict"
@@ -167,7 +173,7 @@ def import_hmr_state_dict(
     return the `ImportReport`. Keys that do not fit are left as they were and reported."""
     if fmt not in FORMATS:
         raise ValueError(f"init format must be one of {FORMATS}, got {fmt!r}")
-    file_state, source, from_lightning = _read_state_dict(state_dict_or_path)
+    file_state, source, from_lightning = read_state_dict(state_dict_or_path)
     if fmt == "auto":
         fmt = detect_format(list(file_state), from_lightning)
     system_state = system.state_dict()

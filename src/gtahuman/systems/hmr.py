@@ -20,7 +20,6 @@ the mean-pose baseline) lives in `hmr_evaluation.HMREvaluationMixin`.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +27,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from gtahuman.adaptation import ADAPTATIONS
+from gtahuman.adaptation.sim2real import Sim2RealTransform, translate_synthetic_rows
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
 from gtahuman.body.fast_joints import FastJoints54
@@ -52,8 +53,8 @@ from gtahuman.systems.optimisation import (  # noqa: F401  (effective_learning_r
     effective_learning_rate,
     lr_schedulers,
 )
-from gtahuman.systems.pose_prior import load_prior_poses, sample_prior
 from gtahuman.systems.pare_import import import_pare_state_dict
+from gtahuman.systems.pose_prior import load_prior_poses, sample_prior
 
 VARIANTS = ("hmr", "hmr_plus")
 SUPERVISION = ("both", "keypoints", "smpl")
@@ -62,15 +63,6 @@ SUPERVISION = ("both", "keypoints", "smpl")
 SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
 _REQUIRED_KEYS = ("img", "keypoints2d", "keypoints3d", "smpl_global_orient", "smpl_body_pose",
                   "smpl_betas", "has_smpl")
-
-
-def _build_adaptation(name: str, feature_dim: int, args: Mapping[str, Any]) -> nn.Module:
-    """A DA objective from ``gtahuman.adaptation.ADAPTATIONS`` (built with feature_dim + args)."""
-    registry = getattr(importlib.import_module("gtahuman.adaptation"), "ADAPTATIONS", None)
-    if registry is None:
-        raise ImportError("gtahuman.adaptation defines no ADAPTATIONS registry; cannot build "
-                          f"adaptation objective '{name}'")
-    return registry.build(name, feature_dim=feature_dim, **dict(args))
 
 
 class HMRSystem(HMREvaluationMixin, L.LightningModule):
@@ -172,7 +164,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         self.feature_dim = feature_dim  # size of forward()'s features, whatever the arch
         self.discriminator = SMPLPoseDiscriminator() if variant == "hmr" else None
         if isinstance(adaptation, str):
-            adaptation = _build_adaptation(adaptation, feature_dim, adaptation_args or {})
+            adaptation = ADAPTATIONS.build(adaptation, feature_dim=feature_dim, **dict(adaptation_args or {}))
         self.adaptation = adaptation
         self.automatic_optimization = variant != "hmr"
         # Body models are kept out of the module tree: their ~20 MB of buffers per gender would
@@ -185,8 +177,6 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         # not saved), applied to the synthetic sources' samples of each training batch.
         self._sim2real: nn.Module | None = None
         if sim2real_checkpoint:
-            from gtahuman.adaptation.sim2real import Sim2RealTransform
-
             self._sim2real = Sim2RealTransform.from_checkpoint(sim2real_checkpoint)
         self._prior: tuple[Tensor, Tensor] | None = None
         self._init_applied = False
@@ -315,8 +305,6 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         """Forward + supervised (+ adaptation) loss; returns (total, output, valid mask, logs)."""
         merged, n_source = self._merge_domains(batch)
         if self._sim2real is not None:
-            from gtahuman.adaptation.sim2real import translate_synthetic_rows
-
             if "source" not in merged:
                 raise KeyError("sim2real (online) needs the batch's 'source' ids to find synthetic samples")
             ids = torch.as_tensor(self.hparams.sim2real_source_ids or [], device=merged["source"].device)

@@ -31,7 +31,13 @@ from torch import Tensor
 from gtahuman.body.conventions import convert_keypoints
 from gtahuman.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from gtahuman.body.smpl import GenderedBodyModel
-from gtahuman.evaluation import PROTOCOLS, Protocol, evaluate_joints, get_protocol, summarize
+from gtahuman.evaluation import (
+    PROTOCOLS,
+    Protocol,
+    evaluate_joints,
+    get_protocol,
+    summarize,
+)
 from gtahuman.systems.results import EvalResultsCollector
 
 _EVAL_JOINTS_SOURCE = "smpl_54"

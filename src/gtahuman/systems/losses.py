@@ -17,6 +17,7 @@ from torch import Tensor
 
 from gtahuman.body import conventions
 from gtahuman.body.rotations import axis_angle_to_matrix
+from gtahuman.metrics import kabsch_rotation
 
 # 3D keypoints are compared after centring both sets at the mid-hip point of the extra
 # regressor's hips (mmhuman3d 3.5; SPIN uses the same two joints of its J24 set).
@@ -86,11 +87,7 @@ def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask:
 def best_rotation(source: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     """Per sample, the rotation R (B, 3, 3) minimising sum_j w_j |R source_j - target_j|^2 for
     centred point sets (B, J, 3) and weights (B, J) (Kabsch; a proper rotation, never a reflection)."""
-    k = (weights[..., None] * source).mT @ target  # (B, 3, 3) = sum_j w_j s_j t_j^T
-    u, _, vh = torch.linalg.svd(k)
-    sign = torch.where(torch.linalg.det(vh.mT @ u.mT) < 0, -1.0, 1.0).to(source.dtype)
-    vh = torch.cat([vh[:, :2], vh[:, 2:] * sign[:, None, None]], dim=1)
-    return vh.mT @ u.mT
+    return kabsch_rotation((weights[..., None] * source).mT @ target)[0]  # K = sum_j w_j s_j t_j^T
 
 
 def keypoint_3d_aligned_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask: Tensor) -> Tensor:

@@ -33,12 +33,10 @@ mean folded into the biases, which this importer does not do.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +46,7 @@ from gtahuman.models.pare_head import PAREHead
 from gtahuman.systems.checkpoint_import import (
     CheckpointImportError,
     CheckpointImportWarning,
+    read_state_dict,
 )
 
 _UPSAMPLE = re.compile(r"^backbone\.(upsample_stage_\d+\..+)$")
@@ -94,38 +93,6 @@ class PAREImportReport:
         return "\n".join(lines)
 
 
-def _load(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    if isinstance(state_dict_or_path, Mapping):
-        obj: Any = state_dict_or_path
-        source = "state dict"
-    else:
-        path = Path(state_dict_or_path)
-        source = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"PARE checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # a Lightning checkpoint with its hyper-parameter objects
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-            except ModuleNotFoundError as error:
-                raise CheckpointImportError(
-                    f"{path}: unpickling needs module '{error.name}'; in an environment that has it, save "
-                    "the bare weights with torch.save(torch.load(path)['state_dict'], 'pare_state_dict.pt')"
-                ) from error
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointImportError(f"{source}: expected a state dict (name -> tensor), possibly under "
-                                    f"'state_dict'; got {type(obj).__name__}")
-    tensors = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointImportError(f"{source}: key '{key}': expected a tensor, got {type(value).__name__}")
-        tensors[key] = value
-    return tensors, source
-
-
 def pare_key_to_suite(key: str) -> str | None:
     """The suite name (relative to the regressor) of a PARE file key, already stripped of its
     ``module.`` / ``model.`` prefixes; None when the key has no place here."""
@@ -156,7 +123,7 @@ def import_pare_state_dict(
     if not isinstance(getattr(regressor if prefix else target, "head", None), PAREHead):
         raise CheckpointImportError(f"{type(target).__name__} is not a PARE model (no {prefix}head of type "
                                     "PAREHead); build the system with arch='pare'")
-    file_state, source = _load(state_dict_or_path)
+    file_state, source, _ = read_state_dict(state_dict_or_path)
     own_state = target.state_dict()
     report = PAREImportReport(source=source)
     to_load: dict[str, torch.Tensor] = {}
