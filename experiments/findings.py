@@ -1,0 +1,184 @@
+"""Train the mini-world findings set and write docs/FINDINGS.md, in one command.
+
+    python -m experiments.findings [--jobs 2] [--out docs/FINDINGS.md] [--embedding pca] [--list]
+
+The set answers the study's questions (analysis.findings) on the procedural mini world, every
+run on the quickstart's recipe (1,024 steps of HMR+ at 96 px):
+
+- blended (BT) at two seeds vs real only: does GTA-Human help;
+- BT + DANN: does domain adaptation add, and does it shrink the real-vs-GTA feature gap;
+- real + 0.25x / 0.5x / 1x the real pool's size of GTA-Human (amount sampler, all real data, the
+  same 1,024 steps): does the error fall as GTA data grows (Fig. 8; real only is the 0x point);
+- GTA-Human with keypoints only: is SMPL supervision key (Table 8);
+- per-bin density and error of the BT run: is the error higher where data is scarce (Fig. 9).
+
+Runs go to ``<run.output_root>/<experiment>/<run_id>`` as usual. A finished run (metrics.json) is
+kept, an interrupted one resumes from its last checkpoint, so the command can be re-run after a
+stop. ``--jobs N`` trains N runs at once, each with cores // N torch threads. Wall times are kept
+in ``<out folder>/findings_files/times.json`` and reported in the header.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from gtahuman.atomic import atomic_write_text
+
+FEATURE_SETS = "real_indoor,gta"  # the domains whose backbone features are compared
+
+
+@dataclass(frozen=True)
+class FindingsRun:
+    label: str
+    experiment: str
+    overrides: tuple[str, ...] = ()
+    run_id: str = "findings"
+    features: bool = False  # evaluate on FEATURE_SETS afterwards (feature-gap question)
+
+    def arguments(self) -> list[str]:
+        return [f"experiment={self.experiment}", f"run.run_id={self.run_id}", *self.overrides]
+
+    def command(self) -> str:
+        return "python -m experiments.run " + " ".join(self.arguments())
+
+
+def amount_run(gta_multiple: float) -> FindingsRun:
+    """All the real data plus ``gta_multiple`` x as much GTA-Human (Fig. 8), 1,024 steps."""
+    total = 1.0 + gta_multiple
+    overrides = ("data.sampler=amount", f"data.real_ratio={1.0 / total:.6g}", f"data.sampler_args.total_multiple={total:g}",
+                 "data.epoch_length=null", "trainer.max_steps=1024", "trainer.max_epochs=1000")
+    return FindingsRun(f"real + {gta_multiple:g}x GTA-Human", "quickstart", overrides, f"findings-gta{gta_multiple:g}")
+
+
+FINDINGS_RUNS: tuple[FindingsRun, ...] = (
+    FindingsRun("blended (BT), seed 0", "quickstart", features=True),
+    FindingsRun("blended (BT), seed 1", "quickstart", ("run.seed=1",), "findings-seed1"),
+    FindingsRun("real only", "table2_hmr_plus_mini"),
+    FindingsRun("BT + DANN", "findings_dann_mini", features=True),
+    amount_run(0.25),
+    amount_run(0.5),
+    amount_run(1.0),
+    FindingsRun("GTA-Human keypoints only", "table8_keypoints_mini"),
+)
+
+
+def run_dir(run: FindingsRun, output_root: Path) -> Path:
+    return output_root / run.experiment / run.run_id
+
+
+def _environment(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def train_one(run: FindingsRun, output_root: Path, threads: int, log_dir: Path) -> float | None:
+    """Train (or resume) ``run`` in a subprocess; seconds taken, or None when it was finished."""
+    folder = run_dir(run, output_root)
+    if (folder / "metrics.json").is_file():
+        return None
+    arguments = run.arguments() + ([f"run.output_root={output_root}", "trainer.progress_bar=false"])
+    if (folder / "config.yaml").is_file():
+        arguments.append("run.resume=true")
+    log = log_dir / f"{run.experiment}-{run.run_id}.log"
+    start = time.perf_counter()
+    with open(log, "w") as stream:
+        done = subprocess.run([sys.executable, "-m", "experiments.run", *arguments], stdout=stream,
+                              stderr=subprocess.STDOUT, env=_environment(threads), check=False)
+    if done.returncode:
+        raise RuntimeError(f"findings run '{run.label}' failed (exit {done.returncode}); its log: {log}")
+    return time.perf_counter() - start
+
+
+def evaluate_features(run: FindingsRun, output_root: Path, threads: int, log_dir: Path) -> float | None:
+    """Backbone features of FEATURE_SETS for the feature-gap question (skipped when present)."""
+    folder = run_dir(run, output_root)
+    if any(folder.glob("evaluations/*/gta_features.npz")):
+        return None
+    log = log_dir / f"{run.experiment}-{run.run_id}-evaluate.log"
+    start = time.perf_counter()
+    with open(log, "w") as stream:
+        done = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"ckpt={folder}/checkpoints/best.ckpt",
+                               f"set={FEATURE_SETS}"], stdout=stream, stderr=subprocess.STDOUT,
+                              env=_environment(threads), check=False)
+    if done.returncode:
+        raise RuntimeError(f"feature evaluation of '{run.label}' failed (exit {done.returncode}); its log: {log}")
+    return time.perf_counter() - start
+
+
+def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: Path, jobs: int,
+           elapsed: float | None) -> str:
+    intro = ("What the suite's own study says on the procedural mini world (toy body model; not SMPL or real "
+             "data). Made by one command, `python -m experiments.findings`, which trains the runs below "
+             f"({jobs} at a time, each with its share of the CPU threads), evaluates the features the gap "
+             "question needs, and writes this page with `analysis.findings`.")
+    lines = ["# Findings on the mini world", "", intro, "", "| run | command | steps | wall time |", "|---|---|---|---|"]
+    for run in runs:
+        folder = run_dir(run, output_root)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        steps = metrics.get("global_step", "?")
+        seconds = times.get(run.label, metrics.get("wall_time_s"))  # trained elsewhere: train()'s own figure
+        lines.append(f"| {run.label} | `{run.command()}` | {steps:,} | "
+                     f"{'?' if seconds is None else f'{seconds:.0f} s'} |")
+    total = sum(times.get(r.label, 0.0) for r in runs) + sum(times.get(f"features: {r.label}", 0.0) for r in runs)
+    lines += ["", f"Run and evaluation wall times add up to {total / 60:.1f} min"
+              + (f"; this invocation took {elapsed / 60:.1f} min from start to report." if elapsed else ".")
+              + " Machine: " + f"{os.cpu_count()} CPU cores.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/FINDINGS.md"))
+    parser.add_argument("--output-root", type=Path, default=Path("checkpoints"), help="run.output_root of the runs")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--embedding", choices=["umap", "pca", "none"], default="pca")
+    parser.add_argument("--list", action="store_true", help="print the runs' commands and stop")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(f"{r.label}: {r.command()}" for r in FINDINGS_RUNS))
+        return 0
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    files = args.out.parent / "findings_files"
+    log_dir = files / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    times_path = files / "times.json"
+    times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    start = time.perf_counter()
+
+    def work(run: FindingsRun) -> None:
+        seconds = train_one(run, args.output_root, threads, log_dir)
+        if seconds is not None:
+            times[run.label] = seconds
+        if run.features:
+            seconds = evaluate_features(run, args.output_root, threads, log_dir)
+            if seconds is not None:
+                times[f"features: {run.label}"] = seconds
+        atomic_write_text(times_path, json.dumps(times, indent=2, sort_keys=True) + "\n")
+        print(f"done: {run.label}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(work, run) for run in FINDINGS_RUNS]:
+            future.result()
+
+    from analysis.findings import findings_markdown
+    from analysis.rundirs import find_runs
+
+    report = findings_markdown(find_runs([str(run_dir(r, args.output_root)) for r in FINDINGS_RUNS]), args.out,
+                               embedding=None if args.embedding == "none" else args.embedding)
+    elapsed = time.perf_counter() - start
+    body = report.split("\n", 1)[1]  # drop the generated title: the header has its own
+    atomic_write_text(args.out, header(FINDINGS_RUNS, times, args.output_root, args.jobs, elapsed) + body)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

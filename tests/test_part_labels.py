@@ -1,0 +1,130 @@
+"""PARE's part labels rasterised from the ground-truth mesh (gtahuman.systems.part_labels)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gtahuman.body.smpl import BodyModel
+from gtahuman.body.toy import toy_part_labels
+from gtahuman.data.datamodule import MixedDataModule
+from gtahuman.models import part_segmentation_loss
+from gtahuman.systems import HMRSystem
+from gtahuman.systems.part_labels import fit_weak_perspective, splat_part_labels, vertex_parts
+from gtahuman.train import ensure_assets, prepare_source
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+
+
+def test_weak_perspective_fit_recovers_a_known_camera_and_ignores_invisible_joints() -> None:
+    g = torch.Generator().manual_seed(0)
+    joints = torch.randn(3, 10, 3, generator=g, dtype=torch.float64)
+    scale = torch.tensor([0.8, 2.5, 1.1], dtype=torch.float64)
+    shift = torch.tensor([[0.1, -0.2], [0.0, 0.3], [-0.5, 0.05]], dtype=torch.float64)
+    xy = scale[:, None, None] * joints[..., :2] + shift[:, None]
+    conf = torch.ones(3, 10, 1, dtype=torch.float64)
+    conf[0, :4] = 0.0
+    xy[0, :4] += 5.0  # garbage where invisible: must not move the fit
+    conf[2, 3:] = 0.0  # only 3 visible joints: too few
+    fitted_scale, fitted_shift, ok = fit_weak_perspective(joints, torch.cat([xy, conf], -1))
+    torch.testing.assert_close(fitted_scale[:2], scale[:2])
+    torch.testing.assert_close(fitted_shift[:2], shift[:2])
+    assert ok.tolist() == [True, True, False]
+    # A mirrored target (x flipped) cannot come from the camera: negative scale, not ok.
+    mirrored = torch.cat([-xy[1:2], conf[1:2]], -1)
+    assert not fit_weak_perspective(joints[1:2], mirrored)[2].item()
+
+
+def test_splat_keeps_the_nearest_vertex_per_cell_and_leaves_the_rest_background() -> None:
+    # 4 x 4 grid over [-1, 1]: cell (row, col) = floor((v + 1) * 2), identity camera.
+    vertices = torch.tensor([[[-0.9, -0.9, 3.0],   # cell (0, 0), part 5
+                              [-0.8, -0.7, 2.0],   # same cell, nearer: part 7 wins
+                              [0.6, -0.1, 4.0],    # cell (1, 3), part 2
+                              [1.5, 0.0, 1.0]]])   # outside the crop
+    parts = torch.tensor([5, 7, 2, 9])
+    labels = splat_part_labels(vertices, parts, torch.ones(1), torch.zeros(1, 2), resolution=4)
+    expected = torch.zeros(1, 4, 4, dtype=torch.long)
+    expected[0, 0, 0] = 7 + 1
+    expected[0, 1, 3] = 2 + 1
+    assert torch.equal(labels, expected)
+    # Scale and shift apply before binning: s = 0.5, t = (0.5, 0.5) takes the first two vertices
+    # to (0.05, 0.05) and (0.1, 0.15), both in cell (2, 2); the third to (0.8, 0.45): cell (2, 3);
+    # the fourth to (1.25, 0.5): still outside.
+    moved = splat_part_labels(vertices, parts, torch.tensor([0.5]), torch.tensor([[0.5, 0.5]]), resolution=4)
+    expected = torch.zeros(1, 4, 4, dtype=torch.long)
+    expected[0, 2, 2] = 7 + 1
+    expected[0, 2, 3] = 2 + 1
+    assert torch.equal(moved, expected)
+
+
+def test_vertex_parts_are_the_dominant_skinning_joint(toy_body_dir) -> None:
+    body = BodyModel(str(toy_body_dir), "neutral")
+    parts = vertex_parts(body.smpl.lbs_weights).numpy()
+    # The toy body was built with explicit part labels; its skinning follows them.
+    np.testing.assert_array_equal(parts, toy_part_labels())
+    assert set(parts.tolist()) == set(range(24))
+    with pytest.raises(ValueError, match="lbs_weights"):
+        vertex_parts(torch.ones(10, 23))
+
+
+@pytest.fixture(scope="module")
+def mini_batch(tiny_config):
+    """Un-augmented batches of real_indoor and gta (64 px crops) and the body model's folder."""
+    cfg = tiny_config()
+    body_dir = ensure_assets(cfg)
+    sets = {name: prepare_source(name, cfg.data.train[name], cfg, body_dir) for name in ("real_indoor", "gta")}
+    dm = MixedDataModule(test_sets=sets, batch_size=24, img_res=cfg.data.img_res, augment=False)
+    batches = [next(iter(loader)) for loader in dm.test_dataloader()]
+    batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0] if isinstance(batches[0][k], torch.Tensor)}
+    return batch, body_dir
+
+
+def test_rendered_labels_put_each_visible_joint_on_its_own_or_a_neighbouring_part(mini_batch) -> None:
+    """On real mini-world crops, each visible SMPL joint's 2D keypoint (the data's, not the fit's)
+    falls on the body, and mostly on the joint's own part or one it borders (parent or child)."""
+    batch, body_dir = mini_batch
+    system = HMRSystem(str(body_dir), arch="pare", backbone="mobilenetv3_small_050", img_res=64)
+    gt_pose = torch.cat([batch["smpl_global_orient"], batch["smpl_body_pose"]], 1).float()
+    resolution = 16
+    labels, fitted = system.render_part_labels(batch, gt_pose, batch["smpl_betas"].float(), resolution)
+    assert labels.shape == (48, resolution, resolution) and bool(fitted.all())
+    keypoints = batch["keypoints2d"][:, :24]
+    visible = keypoints[..., 2] > 0
+    cells = torch.floor((keypoints[..., :2] + 1) * 0.5 * resolution).long().clamp(0, resolution - 1)
+    rows = torch.arange(48)[:, None].expand(48, 24)
+    at_joint = labels[rows, cells[..., 1], cells[..., 0]]  # (48, 24) label under each keypoint
+    on_body = (at_joint > 0)[visible].float().mean().item()
+    neighbours = [{j, SMPL_PARENTS[j]} | {c for c, p in enumerate(SMPL_PARENTS) if p == j} for j in range(24)]
+    near = torch.tensor([[int(at_joint[b, j]) - 1 in neighbours[j] for j in range(24)] for b in range(48)])
+    own_or_neighbour = near[visible].float().mean().item()
+    assert on_body > 0.95, on_body
+    assert own_or_neighbour > 0.75, own_or_neighbour
+    # Bodies cover a sizeable share of a person crop, and every sample sees several parts.
+    coverage = (labels > 0).float().mean(dim=(1, 2))
+    assert 0.15 < coverage.min().item() and coverage.max().item() < 0.5, coverage
+    assert min(len(torch.unique(labels[b])) for b in range(48)) >= 8
+
+
+def test_pare_system_trains_on_rendered_labels_unless_told_to_use_the_batchs(mini_batch) -> None:
+    batch, body_dir = mini_batch
+    batch = {**batch, "has_smpl": torch.tensor([1.0, 0.0] * 24)}
+    rendered = HMRSystem(str(body_dir), arch="pare", backbone="mobilenetv3_small_050", img_res=64).eval()
+    batch_only = HMRSystem(**{**rendered.hparams, "part_labels": "batch"}).eval()
+    batch_only.load_state_dict(rendered.state_dict())
+    with torch.no_grad():
+        output, _ = rendered(batch["img"])
+        terms = rendered.compute_losses(batch, output)
+        without = batch_only.compute_losses(batch, output)
+        gt_pose = torch.cat([batch["smpl_global_orient"], batch["smpl_body_pose"]], 1).float()
+        labels, _ = rendered.render_part_labels(batch, gt_pose, batch["smpl_betas"].float(), 16)
+        # Only the samples with SMPL count.
+        expected = part_segmentation_loss(output.part_logits, labels, batch["has_smpl"] > 0)
+    assert "parts" not in without
+    assert terms["parts"].item() == pytest.approx(expected.item(), rel=1e-6)
+    added = terms["total"] - without["total"]
+    assert added.item() == pytest.approx(rendered.hparams.loss_parts * expected.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="part_labels must be one of"):
+        HMRSystem(str(body_dir), arch="pare", backbone="mobilenetv3_small_050", img_res=64, part_labels="masks")
+
