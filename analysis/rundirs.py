@@ -102,10 +102,12 @@ class Run:
 
     # ------------------------------------------------------------------ per-sample files
     def _per_set_files(self, suffix: str) -> dict[str, Path]:
-        """Set name -> ``<set><suffix>``: ``predictions/`` first, then ``evaluations/*/`` (what
-        ``experiments.evaluate`` wrote, e.g. for train sources)."""
+        """Set name -> ``<set><suffix>``: the latest ``evaluations/*/`` (what ``experiments.evaluate``
+        wrote, e.g. for train sources, or a re-evaluation after the data gained a factor column)
+        first, then ``predictions/`` (what training wrote)."""
         found: dict[str, Path] = {}
-        for folder in [self.path / "predictions", *sorted((self.path / "evaluations").glob("*/"))]:
+        evaluations = sorted((self.path / "evaluations").glob("*/"), key=lambda p: (-p.stat().st_mtime_ns, p.name))
+        for folder in [*evaluations, self.path / "predictions"]:
             for path in sorted(folder.glob(f"*{suffix}")):
                 if suffix == FEATURES_SUFFIX or not path.name.endswith(FEATURES_SUFFIX):
                     found.setdefault(path.name[: -len(suffix)], path)
@@ -115,12 +117,12 @@ class Run:
         return sorted(self._per_set_files(".npz"))
 
     def predictions(self, set_name: str, required: Sequence[str] = ("sample_id",)) -> dict[str, np.ndarray]:
-        """Per-sample columns of one set (``predictions/<set>.npz``, else an evaluation's);
-        each of ``required`` must be there."""
+        """Per-sample columns of one set (the latest evaluation's ``<set>.npz``, else
+        ``predictions/<set>.npz``); each of ``required`` must be there."""
         files = self._per_set_files(".npz")
         if set_name not in files:
             raise FileNotFoundError(f"{self.path}: no per-sample predictions of set '{set_name}' (looked in "
-                                    f"predictions/ and evaluations/*/); it has: {', '.join(files) or '(none)'}")
+                                    f"predictions/ and evaluations/*/); it has: {', '.join(sorted(files)) or '(none)'}")
         path = files[set_name]
         with np.load(path, allow_pickle=False) as data:
             columns = {key: data[key] for key in data.files}
@@ -130,7 +132,7 @@ class Run:
         return columns
 
     def feature_files(self) -> dict[str, Path]:
-        """Set name -> its features file: ``predictions/`` first, then ``evaluations/*/``."""
+        """Set name -> its features file: the latest ``evaluations/*/`` first, then ``predictions/``."""
         return self._per_set_files(FEATURES_SUFFIX)
 
     def features(self, set_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +140,7 @@ class Run:
         files = self.feature_files()
         if set_name not in files:
             raise FileNotFoundError(f"{self.path}: no features of set '{set_name}' (looked in predictions/ and "
-                                    f"evaluations/*/); it has features of: {', '.join(files) or '(none)'}")
+                                    f"evaluations/*/); it has features of: {', '.join(sorted(files)) or '(none)'}")
         with np.load(files[set_name], allow_pickle=False) as data:
             for key in ("features", "feature_sample_id"):
                 if key not in data.files:

@@ -14,7 +14,7 @@ run on the quickstart's recipe (1,024 steps of HMR+ at 96 px):
 
 Runs go to ``<run.output_root>/<experiment>/<run_id>`` as usual. A finished run (metrics.json) is
 kept, an interrupted one resumes from its last checkpoint, so the command can be re-run after a
-stop. ``--jobs N`` trains N runs at once, each with cores // N torch threads. Wall times are kept
+stop. ``--jobs N`` trains N runs at once, each with cores // N torch threads (``--threads``). Wall times are kept
 in ``<out folder>/findings_files/times.json`` and reported in the header.
 """
 from __future__ import annotations
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/FINDINGS.md"))
     parser.add_argument("--output-root", type=Path, default=Path("checkpoints"), help="run.output_root of the runs")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: CPU cores // jobs)")
     parser.add_argument("--embedding", choices=["umap", "pca", "none"], default="pca")
     parser.add_argument("--list", action="store_true", help="print the runs' commands and stop")
     args = parser.parse_args(argv)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     files = args.out.parent / "findings_files"
     log_dir = files / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -123,3 +123,19 @@ def test_missing_files_and_columns_are_named(tmp_path) -> None:
         training_mix(run, FIG9_FACTORS)
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         load_run(tmp_path / "table2_hmr_plus_mini")
+
+
+def test_a_re_evaluation_of_a_test_set_takes_precedence_over_what_training_wrote(tmp_path) -> None:
+    """A run trained before the data gained a factor (e.g. the mesh's self-occlusion for SPIN npz
+    sets) is re-evaluated with experiments.evaluate; the analysis must bin the new file."""
+    old = prediction_columns({"self_occluded_ratio": np.full(4, np.nan)}, np.array([50.0, 60.0, 70.0, 80.0]))
+    path = make_run(tmp_path, "quickstart", predictions={TEST_SET: old})
+    later = path / "evaluations" / f"{TEST_SET}-miniworld"
+    later.mkdir(parents=True)
+    new = prediction_columns({"self_occluded_ratio": np.array([0.0, 0.05, 0.3, 0.4])}, old["pa_mpjpe"])
+    np.savez(later / f"{TEST_SET}.npz", **new)
+    run = load_run(path)
+    np.testing.assert_array_equal(run.predictions(TEST_SET)["factor_self_occluded_ratio"], new["factor_self_occluded_ratio"])
+    stats = analyse_run(run, TEST_SET, "pa_mpjpe", ["self_occluded_ratio"], {"self_occluded_ratio": [0.0, 0.1, 1.0]},
+                        use_training_mix=False)
+    np.testing.assert_allclose(stats[0].mean_error, [55.0, 75.0])  # (50 + 60) / 2 and (70 + 80) / 2

@@ -37,7 +37,7 @@ def test_features_are_collected_per_set_with_domain_and_group(runs) -> None:
     picked = collect_features(run, sets=["gta"], max_per_set=5, seed=3)
     again = collect_features(run, sets=["gta"], max_per_set=5, seed=3)
     assert len(picked.sample_id) == 5 and np.array_equal(picked.sample_id, again.sample_id)
-    with pytest.raises(FileNotFoundError, match="no features of set 'coco'.*wild_test, gta, real_indoor"):
+    with pytest.raises(FileNotFoundError, match="no features of set 'coco'.*gta, real_indoor, wild_test"):
         run.features("coco")
 
 

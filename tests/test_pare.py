@@ -41,7 +41,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture(scope="module")
 def system(toy_body_dir: Path) -> HMRSystem:
     torch.manual_seed(0)
-    return HMRSystem(str(toy_body_dir), arch="pare", backbone="hrnet_w18_small", img_res=IMG_RES).eval()
+    # part_labels='batch': only labels the batch carries (rendered labels: tests/test_part_labels.py)
+    return HMRSystem(str(toy_body_dir), arch="pare", backbone="hrnet_w18_small", img_res=IMG_RES,
+                     part_labels="batch").eval()
 
 
 def fake_batch(n: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:

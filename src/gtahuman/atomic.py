@@ -65,3 +65,26 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock between processes (and threads) on this machine, held on ``path``.
+
+    Caches built on first use (the mini world, dataset indices, crop caches) are guarded with it
+    so that runs started together build each one once instead of colliding in its staging folder.
+    The lock goes with the process: a killed holder never leaves it stuck. No-op without fcntl.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -121,6 +121,7 @@ class LossWeights:
     camera: float = 60.0
     vertices: float = 0.0
     adversarial: float = 1.0
+    parts: float = 60.0  # PARE's part segmentation (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60); arch pare only
 
 
 @dataclass
@@ -130,6 +131,10 @@ class ModelConfig:
     backbone: str = "resnet50"  # a name from gtahuman.models.BACKBONES
     backbone_args: Dict[str, Any] = field(default_factory=dict)
     n_iter: int = 3
+    regressor_args: Dict[str, Any] = field(default_factory=dict)  # extra arguments of a REGRESSORS entry
+    # PARE's part labels: render_gt (rasterise the GT SMPL mesh per batch when the batch has no
+    # part_labels) | batch (only labels the data provides)
+    part_labels: str = "render_gt"
     head_dropout: float = 0.5  # dropout after each hidden layer of the IEF head (SPIN: 0.5)
     supervision: str = "both"  # both | keypoints | smpl (paper Table 8)
     # Train sources the supervision toggle applies to (Table 8: the GTA source); null = all of them.

@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gtahuman.atomic import atomic_output
+from gtahuman.atomic import atomic_output, file_lock
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.config import require_complete
@@ -67,16 +67,19 @@ def ensure_assets(cfg: DictConfig) -> Path:
     if cfg.data.miniworld:
         from gtahuman.data.miniworld.world import generate_world
 
-        world = generate_world(Path(cfg.data.world_dir), size=cfg.data.miniworld, seed=cfg.data.miniworld_seed,
-                               body_dir=cfg.body.model_dir or None, progress=cfg.trainer.progress_bar,
-                               overwrite=True)  # a cache: a world of another generator version is replaced
+        world_dir = Path(cfg.data.world_dir)
+        with file_lock(world_dir.parent / f".{world_dir.name}.lock"):  # runs started together build it once
+            world = generate_world(world_dir, size=cfg.data.miniworld, seed=cfg.data.miniworld_seed,
+                                   body_dir=cfg.body.model_dir or None, progress=cfg.trainer.progress_bar,
+                                   overwrite=True)  # a cache: a world of another generator version is replaced
         model_dir = Path(world.body_dir)
     elif cfg.body.model_dir:
         model_dir = Path(cfg.body.model_dir)
     else:
         model_dir = Path(cfg.run.cache_dir) / "toy_body"
-        if not (model_dir / "smpl_mean_params.npz").is_file():
-            write_toy_body_assets(model_dir)
+        with file_lock(model_dir.parent / ".toy_body.lock"):
+            if not (model_dir / "smpl_mean_params.npz").is_file():
+                write_toy_body_assets(model_dir)
     check_body_model_dir(model_dir)
     return model_dir
 
@@ -86,11 +89,19 @@ def _key(*parts: Any) -> str:
 
 
 def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) -> SourceSpec:
-    """Index (and crop cache) for one configured source; both are cached by content."""
+    """Index (and crop cache) for one configured source; both are cached by content, and built
+    under a lock so that runs started together (sweep workers, the findings set) build them once."""
     path = Path(src.path).resolve()
     image_root = Path(src.image_root).resolve() if src.image_root else (path if src.kind == "gta_raw" else path.parent)
     cache = Path(cfg.run.cache_dir)
     index_dir = cache / "indices" / f"{name}-{_key(src.kind, path, image_root, body_dir.resolve())}"
+    with file_lock(cache / "locks" / f"{index_dir.name}.lock"):
+        return _prepare_source_locked(name, src, cfg, body_dir, path, image_root, index_dir)
+
+
+def _prepare_source_locked(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path, path: Path,
+                           image_root: Path, index_dir: Path) -> SourceSpec:
+    cache = Path(cfg.run.cache_dir)
     index = prepare_dataset(src.kind, path, index_dir, body_model_dir=body_dir, dataset_name=name,
                             domain=src.domain or name, image_root=image_root,
                             progress=cfg.trainer.progress_bar)
@@ -204,12 +215,14 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
                          f"{world_size} (trainer.devices x trainer.num_nodes)")
     return dict(
         body_model_dir=str(body_dir), arch=m.arch, backbone=m.backbone,
+        regressor_args=OmegaConf.to_container(m.regressor_args, resolve=True), part_labels=m.part_labels,
         backbone_args=OmegaConf.to_container(m.backbone_args, resolve=True), img_res=cfg.data.img_res,
         variant=m.variant, n_iter=m.n_iter, head_dropout=m.head_dropout, supervision=m.supervision,
         supervision_sources=supervision_source_ids(cfg, train_names),
         loss_keypoints2d=w.keypoints2d, loss_keypoints3d=w.keypoints3d,
         loss_keypoints3d_aligned=w.keypoints3d_aligned, loss_pose=w.smpl_pose,
         loss_betas=w.smpl_betas, loss_camera=w.camera, loss_vertices=w.vertices, loss_adversarial=w.adversarial,
+        loss_parts=w.parts,
         lr=o.lr, disc_lr=o.disc_lr, weight_decay=o.weight_decay,
         # Per device: data.batch_size is global, and the system's lr scaling multiplies by the
         # trainer's world size and accumulation itself (global batch x accumulate / base).

@@ -39,7 +39,7 @@ from gtahuman.data.index import CATEGORICAL, COLUMNS, MANIFEST, SampleIndex, des
 from gtahuman.data.prepare_sources import IMAGE_MARGIN, SOURCES, BodyContext, Chunk
 
 PARTIAL_DIR = ".prepare_partial"
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: self_occluded_ratio from the mesh for sources without flags
 DEFAULT_CHUNK_SIZE = {"gta_raw": 200, "spin_npz": 50_000, "humandata": 50_000}
 DEFAULT_DOMAIN = {"gta_raw": "synthetic", "spin_npz": "real"}
 

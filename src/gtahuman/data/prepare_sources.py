@@ -136,6 +136,24 @@ class BodyContext:
                 out[s] = self.model(*batch).joints54.cpu().numpy()
         return out
 
+    def self_occluded_ratio(self, betas: np.ndarray, body_pose: np.ndarray, global_orient: np.ndarray,
+                            rows: np.ndarray | None = None) -> np.ndarray:
+        """(N,) float32 share of the 24 SMPL joints the body's own mesh hides from the camera
+        (`gtahuman.body.part_render.self_occluded_joints`), for sources without visibility flags;
+        NaN outside ``rows`` (bool)."""
+        from gtahuman.body.part_render import self_occluded_joints
+
+        out = np.full(len(body_pose), np.nan, np.float32)
+        chosen = np.flatnonzero(np.ones(len(body_pose), bool) if rows is None else rows)
+        with torch.inference_mode():
+            for start in range(0, len(chosen), self.batch_size):
+                s = chosen[start:start + self.batch_size]
+                batch = [torch.as_tensor(np.ascontiguousarray(a[s]), dtype=torch.float32, device=self.device)
+                         for a in (betas, body_pose, global_orient)]
+                body = self.model(*batch)
+                out[s] = self_occluded_joints(body.vertices, body.joints).float().mean(dim=1).cpu().numpy()
+        return out
+
     def smpl_factors(self, global_orient: np.ndarray, transl: np.ndarray, body_pose: np.ndarray,
                      rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Camera angles and pose distances; rows outside ``rows`` (bool) stay NaN."""
@@ -376,6 +394,7 @@ class SpinNpzSource:
             has_smpl = d.has_smpl[s] == 1
             go, pose = d.pose[s, :3], d.pose[s, 3:]
             columns.update(smpl_global_orient=go, smpl_body_pose=pose, smpl_betas=d.shape[s], has_smpl=has_smpl,
+                           self_occluded_ratio=self.body.self_occluded_ratio(d.shape[s][:, :10], pose, go, has_smpl),
                            **self.body.smpl_factors(go, _camera_on_axis(n), pose, has_smpl))
         return chunk_index(columns, keep, {**self.meta, **counts.meta()})
 
@@ -455,7 +474,9 @@ class HumanDataSource:
             transl = hd.smpl["transl"][s] if "transl" in hd.smpl else np.zeros((n, 3), np.float32)
             camera = transl if self.is_gta and "transl" in hd.smpl else _camera_on_axis(n)
             columns.update(smpl_global_orient=go, smpl_body_pose=pose, smpl_betas=betas[:, :10],
-                           smpl_transl=transl, has_smpl=np.ones(n, bool), **self.body.smpl_factors(go, camera, pose))
+                           smpl_transl=transl, has_smpl=np.ones(n, bool),
+                           self_occluded_ratio=self.body.self_occluded_ratio(betas[:, :10], pose, go),
+                           **self.body.smpl_factors(go, camera, pose))
         return chunk_index(columns, keep, {**self.meta, **counts.meta()})
 
 

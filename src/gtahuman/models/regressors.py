@@ -30,8 +30,12 @@ def build_pare(
     mean_params: Mapping[str, Any] | str | os.PathLike | None = None,
     n_iter: int = 1,
     img_res: int = 224,
+    branch_filters: int = 128,
+    branch_layers: int = 2,
+    smpl_features: int = 64,
 ) -> PARE:
-    """PARE in its HRNet configuration (two 128-filter conv layers per branch, 64 SMPL features).
+    """PARE; the defaults are its HRNet configuration (two 128-filter conv layers per branch, 64
+    SMPL features per part); ``branch_filters`` / ``branch_layers`` / ``smpl_features`` shrink it.
 
     ``backbone``: a name in `gtahuman.models.pare.MULTI_SCALE_BACKBONES` (paper: hrnet_w32);
     ``backbone_args``: ``upsample`` ('conv' | 'interp'), ``weights_path``, ``strict_weights``.
@@ -39,7 +43,8 @@ def build_pare(
     (its released models do not iterate).
     """
     del n_iter
-    return PARE(backbone=backbone, backbone_args=backbone_args, mean_params=mean_params, img_res=img_res)
+    return PARE(backbone=backbone, backbone_args=backbone_args, mean_params=mean_params, img_res=img_res,
+                branch_filters=branch_filters, branch_layers=branch_layers, smpl_features=smpl_features)
 
 
 def build_regressor(name: str, **kwargs: Any) -> nn.Module:

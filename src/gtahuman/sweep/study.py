@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from gtahuman.atomic import file_lock
 from gtahuman.config import ConfigError
 from gtahuman.sweep.config import grid_values
 
@@ -62,23 +63,6 @@ class RetryInterrupted(RetryHeartbeatStaleTrialCallback):
 
 
 # ------------------------------------------------------------------------------------ storage
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on this machine (a no-op where fcntl is missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _serialize_sqlite(engine) -> None:
     from sqlalchemy import event
 

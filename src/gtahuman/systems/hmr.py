@@ -32,6 +32,7 @@ from gtahuman.adaptation.sim2real import Sim2RealTransform, translate_synthetic_
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
 from gtahuman.body.fast_joints import FastJoints54
+from gtahuman.body.part_render import render_gt_part_labels, vertex_parts
 from gtahuman.body.smpl import BodyModel, BodyOutput
 from gtahuman.models import (
     REGRESSORS,
@@ -58,6 +59,7 @@ from gtahuman.systems.pose_prior import load_prior_poses, sample_prior
 
 VARIANTS = ("hmr", "hmr_plus")
 SUPERVISION = ("both", "keypoints", "smpl")
+PART_LABELS = ("render_gt", "batch")  # PARE's part supervision: rendered from the GT mesh, or the batch's only
 # SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
 # field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
 SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
@@ -86,8 +88,10 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
     ``arch``: 'hmr' (backbone + IEF head) or a name in `gtahuman.models.REGRESSORS` (e.g. 'pare'),
     built from the same backbone / mean-parameter arguments into ``regressor``. ``loss_parts``
     weighs the part-segmentation term, active for regressors with ``part_logits`` (PARE) on
-    batches with ``part_labels`` (B, H, W) (and optional ``has_part_labels``); PARE's weight is
-    60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
+    batches with ``part_labels`` (B, H, W) (and optional ``has_part_labels``) or, with
+    ``part_labels='render_gt'``, on labels rasterised from the ground-truth mesh of samples with
+    SMPL (`render_part_labels`); PARE's weight is 60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
+    ``regressor_args``: extra keyword arguments of the ``arch``'s builder.
     """
 
     def __init__(
@@ -134,13 +138,15 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         sim2real_checkpoint: str | None = None,
         sim2real_source_ids: list[int] | None = None,
         arch: str = "hmr",
+        regressor_args: dict[str, Any] | None = None,
         loss_parts: float = 60.0,
+        part_labels: str = "render_gt",
     ) -> None:
         super().__init__()
         # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
         self.save_hyperparameters(ignore=["adaptation"] if isinstance(adaptation, nn.Module) else None)
         for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
-                                     ("schedule", schedule, SCHEDULES)):
+                                     ("schedule", schedule, SCHEDULES), ("part_labels", part_labels, PART_LABELS)):
             if value not in choices:
                 raise ValueError(f"HMRSystem: {name} must be one of {choices}, got {value!r}")
         if schedule == "step" and not milestones:
@@ -155,7 +161,8 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
             feature_dim = self.backbone.feature_dim
         else:
             self.regressor = REGRESSORS.build(arch, backbone=backbone, backbone_args=dict(backbone_args or {}),
-                                              mean_params=assets.mean_params, n_iter=n_iter, img_res=img_res)
+                                              mean_params=assets.mean_params, n_iter=n_iter, img_res=img_res,
+                                              **dict(regressor_args or {}))
             # Aliases, not sub-modules (weights live once, under regressor.*), so that evaluation
             # can read head.init_pose / init_shape whatever the arch.
             object.__setattr__(self, "backbone", self.regressor.backbone)
@@ -173,6 +180,7 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         self._bodies: dict[str, nn.Module] = {"neutral": BodyModel(body_model_dir, "neutral", assets=assets)}
         # Training losses need joints only: posing the ~260 vertices they read is ~15x cheaper.
         self._bodies["neutral_joints"] = FastJoints54(self._bodies["neutral"])
+        self._vertex_parts: Tensor | None = None  # PARE's rendered part labels: part of each vertex
         # CycleGAN sim2real, online: a frozen generator kept out of the module tree (not trained,
         # not saved), applied to the synthetic sources' samples of each training batch.
         self._sim2real: nn.Module | None = None
@@ -209,6 +217,17 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         body = self._body("neutral", output.rotmat.device)
         with torch.autocast(output.rotmat.device.type, enabled=False):
             return body(output.betas.float(), output.rotmat[:, 1:].float(), output.rotmat[:, :1].float())
+
+    @torch.no_grad()
+    def render_part_labels(self, batch: Mapping[str, Tensor], gt_pose: Tensor, gt_betas: Tensor,
+                           resolution: int) -> tuple[Tensor, Tensor]:
+        """PARE's part labels (B, R, R) from the ground-truth mesh and which samples have them
+        (`gtahuman.body.part_render`)."""
+        body = self._body("neutral", gt_pose.device)
+        if self._vertex_parts is None or self._vertex_parts.device != gt_pose.device:
+            self._vertex_parts = vertex_parts(body.smpl.lbs_weights).to(gt_pose.device)
+        gt = body(gt_betas, gt_pose[:, 3:], gt_pose[:, :3])
+        return render_gt_part_labels(gt.vertices, gt.joints54, batch["keypoints2d"], self._vertex_parts, resolution)
 
     # ------------------------------------------------------------------ losses
 
@@ -284,6 +303,9 @@ class HMRSystem(HMREvaluationMixin, L.LightningModule):
         if hp.loss_parts and part_logits is not None and "part_labels" in batch:
             has_parts = batch["has_part_labels"].reshape(-1) > 0 if "has_part_labels" in batch else masks["valid"]
             terms["parts"] = part_segmentation_loss(part_logits, batch["part_labels"], masks["valid"] & has_parts)
+        elif hp.loss_parts and part_logits is not None and hp.part_labels == "render_gt":
+            labels, fitted = self.render_part_labels(batch, gt_pose, gt_betas, part_logits.shape[-1])
+            terms["parts"] = part_segmentation_loss(part_logits, labels, masks["smpl"] & fitted)
         terms["total"] = sum((weights[k] * v for k, v in terms.items()), cam.sum() * 0.0)
         return terms
 

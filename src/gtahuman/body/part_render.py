@@ -1,4 +1,4 @@
-"""Part-segmentation labels rendered from the ground-truth SMPL mesh (PARE's 2D supervision).
+"""The SMPL mesh drawn by nearest-vertex splatting: PARE's part labels and self-occlusion flags.
 
 PARE (Kocabas et al. 2021) supervises its part-attention branch with the 24 SMPL body parts of
 the ground-truth mesh rendered into the crop. Real datasets ship SMPL parameters and 2D keypoints,
@@ -16,6 +16,11 @@ SMPL's published part segmentation is drawn. Point splatting leaves no holes at 
 resolution (a quarter of the crop side): thousands of vertices fall on a few hundred cells.
 Occluding objects are not known to the mesh, so occluded body cells keep their part, as in
 PARE's rendered labels.
+
+The same splat, on a grid fitted around the body, gives per-joint self-occlusion for datasets
+without visibility flags (`self_occluded_joints`): a joint is hidden when the body's nearest
+surface in its cell lies more than a tolerance in front of it (the mini world's GTA flags use the
+same test on its rendered depth, 0.12 m).
 """
 from __future__ import annotations
 
@@ -58,13 +63,15 @@ def fit_weak_perspective(joints: Tensor, keypoints2d: Tensor) -> tuple[Tensor, T
     return scale, shift, ok
 
 
-def splat_part_labels(vertices: Tensor, parts: Tensor, scale: Tensor, shift: Tensor, resolution: int) -> Tensor:
-    """Nearest-vertex part per cell of a ``resolution`` x ``resolution`` grid over the crop.
+def splat_nearest(vertices: Tensor, parts: Tensor, scale: Tensor, shift: Tensor, resolution: int
+                  ) -> tuple[Tensor, Tensor]:
+    """Nearest vertex per cell of a ``resolution`` x ``resolution`` grid over [-1, 1]^2.
 
     ``vertices`` (B, V, 3) in the camera frame's axes (x right, y down, z away from the camera),
     ``parts`` (V,) 0..23, ``scale`` (B,), ``shift`` (B, 2): a vertex lands at normalised
     ``s * (x, y) + t`` and in cell ``floor((u + 1) / 2 * resolution)``. Returns (B, R, R) int64
-    labels: 0 background, 1 + part where a vertex is nearest. Ties in depth go to either vertex.
+    labels (0 background, 1 + part where a vertex is nearest; ties in depth go to either vertex)
+    and (B, R, R) the nearest depth (inf where no vertex lands).
     """
     batch, count = vertices.shape[:2]
     uv = scale[:, None, None] * vertices[..., :2] + shift[:, None, :]
@@ -79,7 +86,34 @@ def splat_part_labels(vertices: Tensor, parts: Tensor, scale: Tensor, shift: Ten
     labels = torch.zeros(batch * resolution ** 2, dtype=torch.long, device=vertices.device)
     part_ids = (parts.to(vertices.device) + 1).expand(batch, count)
     labels[flat[winner]] = part_ids[winner]
-    return labels.reshape(batch, resolution, resolution)
+    shape = (batch, resolution, resolution)
+    return labels.reshape(shape), nearest.reshape(shape)
+
+
+def splat_part_labels(vertices: Tensor, parts: Tensor, scale: Tensor, shift: Tensor, resolution: int) -> Tensor:
+    """The labels of `splat_nearest` (B, R, R): 0 background, 1 + the nearest vertex's part."""
+    return splat_nearest(vertices, parts, scale, shift, resolution)[0]
+
+
+def self_occluded_joints(vertices: Tensor, joints: Tensor, resolution: int = 64, tolerance: float = 0.12) -> Tensor:
+    """(B, J) bool: the body's own surface hides the joint, seen along the camera's z axis.
+
+    ``vertices`` (B, V, 3) and ``joints`` (B, J, 3) in camera-frame axes (any translation; an
+    orthographic view, as weak perspective). The grid spans each body's projected extent with
+    ``resolution`` cells a side (64: ~3 cm cells on an adult); a joint is hidden when the nearest
+    surface in its cell is more than ``tolerance`` metres nearer than the joint (a visible joint
+    sits a limb's radius behind its own surface).
+    """
+    low, high = vertices[..., :2].amin(dim=1), vertices[..., :2].amax(dim=1)
+    centre, half = (low + high) / 2, ((high - low).amax(dim=1) / 2 * 1.02).clamp(min=1e-6)
+    scale, shift = 1.0 / half, -centre / half[:, None]
+    parts = torch.zeros(vertices.shape[1], dtype=torch.long, device=vertices.device)
+    _, depth = splat_nearest(vertices, parts, scale, shift, resolution)
+    uv = scale[:, None, None] * joints[..., :2] + shift[:, None, :]
+    cell = torch.floor((uv + 1.0) * 0.5 * resolution).long().clamp(0, resolution - 1)
+    rows = torch.arange(joints.shape[0], device=joints.device)[:, None]
+    surface = depth[rows, cell[..., 1], cell[..., 0]]
+    return surface < joints[..., 2] - tolerance
 
 
 @torch.no_grad()
