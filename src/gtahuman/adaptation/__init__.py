@@ -28,7 +28,6 @@ from gtahuman.adaptation.gradient_reversal import (
 from gtahuman.adaptation.jan import JAN, GaussianKernel, JointMultipleKernelMMD
 from gtahuman.adaptation.objective import AdaptationObjective, NoAdaptation
 from gtahuman.adaptation.rsd import RSD, representation_subspace_distance
-from gtahuman.adaptation.cyclegan import CycleGANSystem, train_cyclegan
 from gtahuman.adaptation.cyclegan_data import UnpairedCropDataModule
 from gtahuman.adaptation.cyclegan_nets import ImagePool, PatchDiscriminator, ResnetGenerator
 from gtahuman.adaptation.sim2real import (
@@ -46,6 +45,16 @@ ADAPTATIONS.register("none")(NoAdaptation)
 ADAPTATIONS.register("dann")(DANN)
 ADAPTATIONS.register("jan")(JAN)
 ADAPTATIONS.register("rsd")(RSD)
+
+
+def __getattr__(name: str):
+    # The CycleGAN trainer is imported on first use, so that `python -m gtahuman.adaptation.cyclegan`
+    # runs a module the package has not imported already (runpy warns about that otherwise).
+    if name in ("CycleGANSystem", "train_cyclegan"):
+        from gtahuman.adaptation import cyclegan
+
+        return getattr(cyclegan, name)
+    raise AttributeError(f"module 'gtahuman.adaptation' has no attribute '{name}'")
 
 __all__ = [
     "ADAPTATIONS",
