@@ -5,7 +5,7 @@
 The set answers the study's questions (analysis.findings) on the procedural mini world, every
 run on the quickstart's recipe (1,024 steps of HMR+ at 96 px):
 
-- blended (BT) at two seeds vs real only: does GTA-Human help;
+- blended (BT) vs real only, two seeds each: does GTA-Human help;
 - BT + DANN: does domain adaptation add, and does it shrink the real-vs-GTA feature gap;
 - real + 0.25x / 0.5x / 1x the real pool's size of GTA-Human (amount sampler, all real data, the
   same 1,024 steps): does the error fall as GTA data grows (Fig. 8; real only is the 0x point);
@@ -15,7 +15,8 @@ run on the quickstart's recipe (1,024 steps of HMR+ at 96 px):
 Runs go to ``<run.output_root>/<experiment>/<run_id>`` as usual. A finished run (metrics.json) is
 kept, an interrupted one resumes from its last checkpoint, so the command can be re-run after a
 stop. ``--jobs N`` trains N runs at once, each with cores // N torch threads (``--threads``). Wall times are kept
-in ``<out folder>/findings_files/times.json`` and reported in the header.
+in ``<out folder>/findings_files/times.json`` and reported in the header; each run's output
+in ``<output root>/findings_logs/``.
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def amount_run(gta_multiple: float) -> FindingsRun:
 FINDINGS_RUNS: tuple[FindingsRun, ...] = (
     FindingsRun("blended (BT), seed 0", "quickstart", features=True),
     FindingsRun("blended (BT), seed 1", "quickstart", ("run.seed=1",), "findings-seed1"),
-    FindingsRun("real only", "table2_hmr_plus_mini"),
+    FindingsRun("real only, seed 0", "table2_hmr_plus_mini"),
+    FindingsRun("real only, seed 1", "table2_hmr_plus_mini", ("run.seed=1",), "findings-seed1"),
     FindingsRun("BT + DANN", "findings_dann_mini", features=True),
     amount_run(0.25),
     amount_run(0.5),
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     files = args.out.parent / "findings_files"
-    log_dir = files / "logs"
+    log_dir = args.output_root / "findings_logs"  # beside the runs (git-ignored), not in docs/
     log_dir.mkdir(parents=True, exist_ok=True)
     times_path = files / "times.json"
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
