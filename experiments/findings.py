@@ -117,7 +117,7 @@ def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: 
            elapsed: float | None) -> str:
     intro = ("What the suite's own study says on the procedural mini world (toy body model; not SMPL or real "
              "data). Made by one command, `python -m experiments.findings`, which trains the runs below "
-             f"({jobs} at a time, each with its share of the CPU threads), evaluates the features the gap "
+             f"(`--jobs N` at a time, each with its share of the CPU threads; this page: {jobs}), evaluates the features the gap "
              "question needs, and writes this page with `analysis.findings`.")
     lines = ["# Findings on the mini world", "", intro, "", "| run | command | steps | wall time |", "|---|---|---|---|"]
     for run in runs:
@@ -128,9 +128,10 @@ def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: 
         lines.append(f"| {run.label} | `{run.command()}` | {steps:,} | "
                      f"{'?' if seconds is None else f'{seconds:.0f} s'} |")
     total = sum(times.get(r.label, 0.0) for r in runs) + sum(times.get(f"features: {r.label}", 0.0) for r in runs)
-    lines += ["", f"Run and evaluation wall times add up to {total / 60:.1f} min"
-              + (f"; this invocation took {elapsed / 60:.1f} min from start to report." if elapsed else ".")
-              + " Machine: " + f"{os.cpu_count()} CPU cores.", ""]
+    lines += ["", f"Each run's wall time is its own (a run kept from an earlier invocation keeps the time it "
+              f"took then); runs and feature evaluations add up to {total / 60:.1f} min on {os.cpu_count()} CPU "
+              "cores" + (f". The invocation that wrote this page took {elapsed / 60:.1f} min." if elapsed else "."),
+              ""]
     return "\n".join(lines)
 
 

@@ -92,7 +92,7 @@ def test_one_command_trains_evaluates_reports_and_resumes(tiny_root: Path, monke
     assert findings.main(arguments) == 0
     assert [(root / r.experiment / r.run_id / "metrics.json").stat().st_mtime_ns for r in runs] == finished
     assert json.loads((out.parent / "findings_files" / "times.json").read_text()) == times
-    assert out.read_text().split("Run and evaluation")[0] == text.split("Run and evaluation")[0]
+    assert out.read_text().split("Each run's wall time")[0] == text.split("Each run's wall time")[0]
     with pytest.raises(SystemExit):
         findings.main(["--jobs", "0"])
     assert "--jobs must be at least 1" in capsys.readouterr().err
