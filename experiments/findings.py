@@ -63,8 +63,8 @@ def seeded(run: FindingsRun, seed: int) -> FindingsRun:
     """``run`` at ``seed`` (seed 0 keeps the run's own run id; features only at seed 0)."""
     if seed == 0:
         return replace(run, label=f"{run.label}, seed 0")
-    return FindingsRun(f"{run.label}, seed {seed}", run.experiment, (*run.overrides, f"run.seed={seed}"),
-                       f"{run.run_id}-seed{seed}", features=False)
+    return replace(run, label=f"{run.label}, seed {seed}", overrides=(*run.overrides, f"run.seed={seed}"),
+                   run_id=f"{run.run_id}-seed{seed}", features=False)
 
 
 SEEDS = (0, 1, 2)  # the seed-to-seed spread of one recipe is up to ~7 mm PA-MPJPE: one seed resolves little
@@ -88,22 +88,27 @@ def _environment(threads: int) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
+def _run_logged(module: str, arguments: list[str], log: Path, threads: int, what: str) -> float:
+    """``python -m module arguments`` with its output in ``log``; seconds taken."""
+    start = time.perf_counter()
+    with open(log, "w") as stream:
+        done = subprocess.run([sys.executable, "-m", module, *arguments], stdout=stream,
+                              stderr=subprocess.STDOUT, env=_environment(threads), check=False)
+    if done.returncode:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}); its log: {log}")
+    return time.perf_counter() - start
+
+
 def train_one(run: FindingsRun, output_root: Path, threads: int, log_dir: Path) -> float | None:
     """Train (or resume) ``run`` in a subprocess; seconds taken, or None when it was finished."""
     folder = run_dir(run, output_root)
     if (folder / "metrics.json").is_file():
         return None
-    arguments = run.arguments() + ([f"run.output_root={output_root}", "trainer.progress_bar=false"])
+    arguments = run.arguments() + [f"run.output_root={output_root}", "trainer.progress_bar=false"]
     if (folder / "config.yaml").is_file():
         arguments.append("run.resume=true")
-    log = log_dir / f"{run.experiment}-{run.run_id}.log"
-    start = time.perf_counter()
-    with open(log, "w") as stream:
-        done = subprocess.run([sys.executable, "-m", "experiments.run", *arguments], stdout=stream,
-                              stderr=subprocess.STDOUT, env=_environment(threads), check=False)
-    if done.returncode:
-        raise RuntimeError(f"findings run '{run.label}' failed (exit {done.returncode}); its log: {log}")
-    return time.perf_counter() - start
+    return _run_logged("experiments.run", arguments, log_dir / f"{run.experiment}-{run.run_id}.log", threads,
+                       f"findings run '{run.label}'")
 
 
 def evaluate_features(run: FindingsRun, output_root: Path, threads: int, log_dir: Path) -> float | None:
@@ -111,15 +116,9 @@ def evaluate_features(run: FindingsRun, output_root: Path, threads: int, log_dir
     folder = run_dir(run, output_root)
     if any(folder.glob("evaluations/*/gta_features.npz")):
         return None
-    log = log_dir / f"{run.experiment}-{run.run_id}-evaluate.log"
-    start = time.perf_counter()
-    with open(log, "w") as stream:
-        done = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"ckpt={folder}/checkpoints/best.ckpt",
-                               f"set={FEATURE_SETS}"], stdout=stream, stderr=subprocess.STDOUT,
-                              env=_environment(threads), check=False)
-    if done.returncode:
-        raise RuntimeError(f"feature evaluation of '{run.label}' failed (exit {done.returncode}); its log: {log}")
-    return time.perf_counter() - start
+    return _run_logged("experiments.evaluate", [f"ckpt={folder}/checkpoints/best.ckpt", f"set={FEATURE_SETS}"],
+                       log_dir / f"{run.experiment}-{run.run_id}-evaluate.log", threads,
+                       f"feature evaluation of '{run.label}'")
 
 
 def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: Path, jobs: int,

@@ -96,32 +96,30 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
     cache = Path(cfg.run.cache_dir)
     index_dir = cache / "indices" / f"{name}-{_key(src.kind, path, image_root, body_dir.resolve())}"
     with file_lock(cache / "locks" / f"{index_dir.name}.lock"):
-        return _prepare_source_locked(name, src, cfg, body_dir, path, image_root, index_dir)
+        index = prepare_dataset(src.kind, path, index_dir, body_model_dir=body_dir, dataset_name=name,
+                                domain=src.domain or name, image_root=image_root,
+                                progress=cfg.trainer.progress_bar)
+        crop_dir = None
+        if cfg.data.crop_cache:
+            manifest = (index_dir / "manifest.json").read_bytes()  # a re-prepared index gets a new cache
+            crop_dir = cache / "crops" / f"{name}-{_key(manifest, cfg.data.crop_res)}"
+            build_crop_cache(index, image_root, crop_dir, crop_res=cfg.data.crop_res,
+                             progress=cfg.trainer.progress_bar)
+        shards_dir = None
+        if cfg.data.crop_shards:  # litdata shards of the crop cache, keyed by the cache's content
+            from gtahuman.data.shards import (
+                CropCache,
+                cache_fingerprint,
+                write_crop_shards,
+            )
 
-
-def _prepare_source_locked(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path, path: Path,
-                           image_root: Path, index_dir: Path) -> SourceSpec:
-    cache = Path(cfg.run.cache_dir)
-    index = prepare_dataset(src.kind, path, index_dir, body_model_dir=body_dir, dataset_name=name,
-                            domain=src.domain or name, image_root=image_root,
-                            progress=cfg.trainer.progress_bar)
-    crop_dir = None
-    if cfg.data.crop_cache:
-        manifest = (index_dir / "manifest.json").read_bytes()  # a re-prepared index gets a new cache
-        crop_dir = cache / "crops" / f"{name}-{_key(manifest, cfg.data.crop_res)}"
-        build_crop_cache(index, image_root, crop_dir, crop_res=cfg.data.crop_res,
-                         progress=cfg.trainer.progress_bar)
-    shards_dir = None
-    if cfg.data.crop_shards:  # litdata shards of the crop cache, keyed by the cache's content
-        from gtahuman.data.shards import CropCache, cache_fingerprint, write_crop_shards
-
-        if crop_dir is None:
-            raise ValueError("data.crop_shards=true needs data.crop_cache=true: the shards are written from the crop cache")
-        shards_dir = cache / "crop_shards" / f"{name}-{_key(cache_fingerprint(CropCache(crop_dir)))}"
-        write_crop_shards(crop_dir, shards_dir, progress=cfg.trainer.progress_bar)
-    return SourceSpec(name=name, index_dir=str(index_dir), image_root=str(image_root),
-                      crop_cache_dir=None if crop_dir is None else str(crop_dir), role=src.role,
-                      crop_shards_dir=None if shards_dir is None else str(shards_dir))
+            if crop_dir is None:
+                raise ValueError("data.crop_shards=true needs data.crop_cache=true: the shards are written from the crop cache")
+            shards_dir = cache / "crop_shards" / f"{name}-{_key(cache_fingerprint(CropCache(crop_dir)))}"
+            write_crop_shards(crop_dir, shards_dir, progress=cfg.trainer.progress_bar)
+        return SourceSpec(name=name, index_dir=str(index_dir), image_root=str(image_root),
+                          crop_cache_dir=None if crop_dir is None else str(crop_dir), role=src.role,
+                          crop_shards_dir=None if shards_dir is None else str(shards_dir))
 
 
 def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -124,16 +125,21 @@ class BodyContext:
             rot6d = np.asarray(npz["pose"], dtype=np.float64).reshape(24, 6)
         return rot6d_to_axis_angle(rot6d)[1:].reshape(69)
 
+    def _posed(self, rows: np.ndarray, *arrays: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
+        """(row indices, body model output) per batch of ``rows``; ``arrays`` are the model's
+        inputs (betas, body_pose, global_orient[, transl]) for all N rows."""
+        with torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                chosen = rows[start:start + self.batch_size]
+                yield chosen, self.model(*[torch.as_tensor(np.ascontiguousarray(a[chosen]), dtype=torch.float32,
+                                                           device=self.device) for a in arrays])
+
     def joints54(self, betas: np.ndarray, body_pose: np.ndarray, global_orient: np.ndarray,
                  transl: np.ndarray) -> np.ndarray:
         """(N, 54, 3) float32 smpl_54 joints, translated (camera frame), in batches."""
         out = np.empty((len(body_pose), NUM_KEYPOINTS, 3), np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(body_pose), self.batch_size):
-                s = slice(start, start + self.batch_size)
-                batch = [torch.as_tensor(np.ascontiguousarray(a[s]), dtype=torch.float32, device=self.device)
-                         for a in (betas, body_pose, global_orient, transl)]
-                out[s] = self.model(*batch).joints54.cpu().numpy()
+        for chosen, body in self._posed(np.arange(len(body_pose)), betas, body_pose, global_orient, transl):
+            out[chosen] = body.joints54.cpu().numpy()
         return out
 
     def self_occluded_ratio(self, betas: np.ndarray, body_pose: np.ndarray, global_orient: np.ndarray,
@@ -144,14 +150,9 @@ class BodyContext:
         from gtahuman.body.part_render import self_occluded_joints
 
         out = np.full(len(body_pose), np.nan, np.float32)
-        chosen = np.flatnonzero(np.ones(len(body_pose), bool) if rows is None else rows)
-        with torch.inference_mode():
-            for start in range(0, len(chosen), self.batch_size):
-                s = chosen[start:start + self.batch_size]
-                batch = [torch.as_tensor(np.ascontiguousarray(a[s]), dtype=torch.float32, device=self.device)
-                         for a in (betas, body_pose, global_orient)]
-                body = self.model(*batch)
-                out[s] = self_occluded_joints(body.vertices, body.joints).float().mean(dim=1).cpu().numpy()
+        chosen_rows = np.flatnonzero(np.ones(len(body_pose), bool) if rows is None else rows)
+        for chosen, body in self._posed(chosen_rows, betas, body_pose, global_orient):
+            out[chosen] = self_occluded_joints(body.vertices, body.joints).float().mean(dim=1).cpu().numpy()
         return out
 
     def smpl_factors(self, global_orient: np.ndarray, transl: np.ndarray, body_pose: np.ndarray,
