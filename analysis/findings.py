@@ -8,8 +8,13 @@ missing): does GTA-Human help (Table 2), does domain adaptation add to it (Table
 amount of GTA-Human matter (Fig. 8), which real ratio is best per amount (Table 7), is SMPL
 supervision key (Table 8), do bigger backbones benefit (Table 9), how separable are real and
 GTA-Human features (Fig. 7 + a domain classifier), and is the error higher where training data is
-scarce (Fig. 9). A difference counts as resolved when it exceeds twice its standard error over
-seeds; single runs are reported as such. Figures go to ``<out folder>/findings_files/``.
+scarce (Fig. 9). A difference counts as resolved (at 95 %) when its Welch t-interval over the
+per-seed values excludes 0 (`analysis.stats.welch_interval`: Welch–Satterthwaite degrees of
+freedom, so with 2–3 seeds the multiplier on the standard error is 2.8–4.3, not 2); the interval,
+t and p are printed with it. A side with a single run leaves the difference unresolved (its spread
+is unknown). The amount question reports the least-squares slope over every per-seed point with
+its 95 % t-interval and says whether the whole interval is below 0. Figures go to
+``<out folder>/findings_files/``.
 """
 from __future__ import annotations
 
@@ -24,6 +29,13 @@ from scipy.stats import spearmanr
 from analysis.domain_classifier import domain_separability
 from analysis.per_bin import analyse_run, plot_per_bin, save_figure, write_csv
 from analysis.rundirs import Run, find_runs
+from analysis.stats import (
+    finite_values,
+    format_difference,
+    format_slope,
+    slope_interval,
+    welch_interval_from_samples,
+)
 from analysis.table_format import Cell, Table
 from analysis.tables import (
     METRIC_NAMES,
@@ -41,7 +53,8 @@ from gtahuman.atomic import atomic_write_text
 
 
 def compare(metric: str, before: Cell, after: Cell, what: str, against: str) -> str:
-    """One sentence: how ``after`` differs from ``before`` and whether seeds resolve it."""
+    """One sentence: how ``after`` differs from ``before`` and whether the seeds resolve it (Welch
+    t-interval of the change over the cells' per-seed values, 95 %)."""
     name = METRIC_NAMES.get(metric, metric)
     diff = after.mean - before.mean
     if not math.isfinite(diff):
@@ -49,12 +62,14 @@ def compare(metric: str, before: Cell, after: Cell, what: str, against: str) -> 
     verb = "lowers" if diff < 0 else "raises" if diff > 0 else "does not change"
     sentence = (f"{what} {verb} {name} by {abs(diff):.1f} mm against {against} "
                 f"({before.format()} → {after.format()} mm)")
-    if before.n < 2 or after.n < 2:
+    before_values, after_values = finite_values(before.values), finite_values(after.values)
+    if len(before_values) < 2 and len(after_values) < 2:
         return sentence + "; single runs, so the seed-to-seed spread is unknown."
-    error = math.sqrt(before.std ** 2 / before.n + after.std ** 2 / after.n)
-    resolved = abs(diff) > 2 * error
-    return sentence + (f"; beyond twice its standard error over seeds ({2 * error:.1f} mm)." if resolved else
-                       f"; within twice its standard error over seeds ({2 * error:.1f} mm): not resolved.")
+    if len(before_values) < 2 or len(after_values) < 2:
+        single = against if len(before_values) < 2 else what
+        return sentence + f"; {single} is a single run, so its seed-to-seed spread is unknown: not resolved."
+    change = welch_interval_from_samples(before_values, after_values)
+    return sentence + f"; change {format_difference(change)}."
 
 
 def _cells(table: Table) -> dict[tuple[str, ...], list]:
@@ -93,16 +108,18 @@ def answer_amount(points: dict, metric: str) -> list[str]:
     lines = []
     for (method, backbone), row in points.items():
         xs = np.array(sorted(row), dtype=np.float64)
-        means = np.array([row[x].mean for x in xs])
         if len(xs) < 2:
             continue
-        slope = np.polyfit(xs, means, 1)[0]
+        means = np.array([row[x].mean for x in xs])
+        per_seed = [(x, value) for x in xs for value in finite_values(row[x].values)]
+        trend = slope_interval([x for x, _ in per_seed], [value for _, value in per_seed])
         steps = np.sign(np.diff(means))
         shape = ("falls at every step" if np.all(steps < 0) else "rises at every step" if np.all(steps > 0)
                  else "is not monotonic")
         lines.append(f"- {method} ({backbone}): from {xs[0]:g}x to {xs[-1]:g}x GTA-Human, "
                      + compare(metric, row[xs[0]], row[xs[-1]], f"{xs[-1]:g}x", f"{xs[0]:g}x")
-                     + f" The error {shape} over {len(xs)} amounts; least-squares slope {slope:+.2f} mm per 1x.")
+                     + f" The mean error {shape} over {len(xs)} amounts; least-squares slope over the "
+                     f"{trend.n} per-seed runs {format_slope(trend)}.")
     return lines or ["- not answered: needs amount-sampler runs using the whole real pool at two or more amounts."]
 
 

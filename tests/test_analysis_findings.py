@@ -43,12 +43,22 @@ def test_answers_are_computed_from_the_numbers(tmp_path) -> None:
     out = tmp_path / "docs" / "FINDINGS.md"
     text = findings_markdown(runs, out, embedding="pca")
     assert out.read_text() == text and "toy body model" in text
-    # 62 ± 2 (n=3) -> 56 ± 1.41 (n=2): 2 x standard error = 2 sqrt(4/3 + 2/2) = 3.1 mm < 6 mm
+    # 62 ± 2 (n=3) -> 56 ± 1.41 (n=2): se = sqrt(4/3 + 2/2) = 1.53, Welch df = 2.88, t_0.975 = 3.27,
+    # so the 95 % interval is -6.0 ± 4.99 (scipy.stats.ttest_ind(b, a, equal_var=False) agrees)
     assert ("HMR+ BT lowers PA-MPJPE by 6.0 mm against HMR+ on real data only (62.0 ± 2.0 → 56.0 ± 1.4 mm); "
-            "beyond twice its standard error over seeds (3.1 mm).") in text
-    assert "BT + DANN (Ganin et al.) lowers PA-MPJPE by 3.0 mm against BT without adaptation" in text
+            "change −6.0 mm, 95 % CI [−11.0, −1.0], Welch t(2.9) = −3.9, p = 0.032: "
+            "resolved at 95 %.") in text
+    # a side with one run: no interval, whatever the size of the change
+    assert ("BT + DANN (Ganin et al.) lowers PA-MPJPE by 3.0 mm against BT without adaptation "
+            "(56.0 ± 1.4 → 53.0 mm); BT + DANN (Ganin et al.) is a single run, so its seed-to-seed spread is "
+            "unknown: not resolved.") in text
     assert "GTA-Human keypoints only lowers PA-MPJPE by 3.0 mm against no GTA-Human (62.0 ± 2.0 → 59.0 mm)" in text
     assert "from 0x to 2x GTA-Human, 2x lowers PA-MPJPE by 5.0 mm" in text and "falls at every step" in text
+    # the slope over every run (0x: 60, 62, 64; 1x: 58.5; 2x: 57), not over the three means:
+    # scipy.stats.linregress gives -2.625 ± t_0.975,3 x 0.955 = [-5.66, +0.41]: the means fall, but
+    # the runs do not resolve a negative slope
+    assert ("least-squares slope over the 5 per-seed runs −2.63 mm per 1x, 95 % CI [−5.66, +0.41] "
+            "(t, 3 df, p = 0.071): not a resolved negative slope.") in text
     assert "- 2× real: lowest error at 50% real (58.5 mm; 25% 61.0)." in text  # the one column with two ratios
     # the blended run's features are two blobs, the DANN run's one cloud
     assert ("table2_hmr_plus_bt_mini/seed0: a linear classifier tells real from GTA-Human features with held-out "
@@ -76,7 +86,9 @@ def test_answers_flip_when_the_numbers_do(tmp_path) -> None:
     make_run(root, "table2_hmr_plus_bt_mini", run_id="dann", pa_mpjpe=53.0,
              overrides=["data.mode=adaptation", "adaptation.method=dann"])
     text = findings_markdown(find_runs([root]), tmp_path / "F.md", embedding=None)
-    assert "HMR+ BT raises PA-MPJPE by 0.5 mm" in text and "within twice its standard error" in text
+    # 56 ± 1 (n=3) -> 56.5 ± 0.71 (n=2): Welch 95 % interval [-2.0, +3.0] holds 0
+    assert ("HMR+ BT raises PA-MPJPE by 0.5 mm against HMR+ on real data only (56.0 ± 1.0 → 56.5 ± 0.7 mm); "
+            "change +0.5 mm, 95 % CI [−2.0, +3.0], Welch t(2.9) = +0.7, p = 0.56: not resolved.") in text
     assert "BT + DANN (Ganin et al.) lowers PA-MPJPE by 3.5 mm" in text
 
 
@@ -84,6 +96,10 @@ def test_compare_single_runs_and_missing_rows(tmp_path) -> None:
     one = compare("pa_mpjpe", Cell((60.0,), (0,)), Cell((61.5,), (0,)), "X", "Y")
     assert one == ("X raises PA-MPJPE by 1.5 mm against Y (60.0 → 61.5 mm); single runs, so the seed-to-seed "
                    "spread is unknown.")
+    one_side = compare("pa_mpjpe", Cell((60.0, 62.0, 64.0), (0, 1, 2)), Cell((50.0,), (0,)), "X", "Y")
+    assert one_side.endswith("; X is a single run, so its seed-to-seed spread is unknown: not resolved.")
+    diverged = compare("pa_mpjpe", Cell((60.0, float("nan")), (0, 1)), Cell((61.5,), (0,)), "X", "Y")
+    assert diverged.endswith("single runs, so the seed-to-seed spread is unknown.")  # NaN is not a seed's value
     runs = find_runs([make_run(tmp_path / "runs", "table2_hmr_plus_mini")])
     text = findings_markdown(runs, tmp_path / "F.md", embedding=None)
     assert "not answered: needs a real-only run and a BT or FT run of the same method." in text
