@@ -7,6 +7,7 @@
 
 RUNS are run directories or folders holding them (searched recursively). Modules:
 ``rundirs`` (loading, what a run is), ``training_mix`` (factors and shares of the training mix),
-``domain_classifier`` (how separable two domains' features are), ``notebooks/`` (the same, run
+``domain_classifier`` (how separable two domains' features are), ``stats`` (Welch and slope
+t-intervals: when findings calls a difference or a trend resolved), ``notebooks/`` (the same, run
 top to bottom on run directories named by ``GTAHUMAN_RUNS``).
 """

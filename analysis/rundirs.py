@@ -1,8 +1,9 @@
 """Finished run directories, read back for analysis (``gtahuman.train.train`` writes them).
 
 A run directory ``<output_root>/<experiment>/<run_id>/`` holds ``config.yaml`` (resolved config),
-``metrics.json`` (test summary per set in mm, mean-pose baseline, protocols, ...),
-``predictions/<set>.npz`` (per sample: ``sample_id``, errors ``mpjpe``/``pa_mpjpe``/``pve``,
+``metrics.json`` (test summary per set in mm, the baselines ``constant_baseline`` (the training
+data's best constant) and ``mean_pose_baseline`` (SMPL mean parameters), protocols, ...),
+``predictions/<set>.npz`` (per sample: ``sample_id``, errors ``mpjpe``/``pa_mpjpe``/``pve``, ``orient_deg``,
 ``factor_<name>`` columns, ...) and ``predictions/<set>_features.npz`` (``features`` (K, F),
 ``feature_sample_id`` (K,)). ``experiments.evaluate`` adds ``evaluations/<set>-<protocol>/``
 folders with the same files, e.g. for train sources, whose features Fig. 7 needs.
@@ -32,6 +33,9 @@ from gtahuman.rundir import CONFIG_FILE, METRICS_FILE
 log = logging.getLogger(__name__)
 
 ERROR_METRICS = ("mpjpe", "pa_mpjpe", "pve")
+# metrics.json keys of the baselines: the train data's best constant (runs since it was added)
+# and the SMPL mean parameters (every run)
+CONSTANT_BASELINE, MEAN_POSE_BASELINE = "constant_baseline", "mean_pose_baseline"
 FEATURES_SUFFIX = "_features.npz"
 
 
@@ -99,6 +103,17 @@ class Run:
             raise KeyError(f"{self.path / METRICS_FILE}: no test set '{set_name}' under 'test'; "
                            f"it has: {', '.join(summaries) or '(none)'}")
         return finite_or_nan(summaries[set_name].get(metric))
+
+    def baseline_metric(self, set_name: str, metric: str, baseline: str = CONSTANT_BASELINE) -> float:
+        """A baseline's summary value of ``metric`` on ``set_name`` (``baseline``: CONSTANT_BASELINE
+        or MEAN_POSE_BASELINE); NaN when the run predates that baseline or the protocol lacks it."""
+        return finite_or_nan(self.metrics.get(baseline, {}).get(set_name, {}).get(metric))
+
+    def ratio_to_constant(self, set_name: str, metric: str) -> float:
+        """Trained / constant-baseline value of ``metric`` (the project's bar: <= 0.8 for MPJPE
+        and PA-MPJPE); NaN when either is missing."""
+        constant = self.baseline_metric(set_name, metric)
+        return self.test_metric(set_name, metric) / constant if constant > 0 else float("nan")
 
     # ------------------------------------------------------------------ per-sample files
     def _per_set_files(self, suffix: str) -> dict[str, Path]:

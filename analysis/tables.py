@@ -32,13 +32,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.per_bin import save_figure
-from analysis.rundirs import ADAPTATION_LABELS, Run, RunDescriptor, describe_run, find_runs
+from analysis.rundirs import ADAPTATION_LABELS, CONSTANT_BASELINE, Run, RunDescriptor, describe_run, find_runs
 from analysis.table_format import MISSING, Cell, Table
 from gtahuman.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE"}
+METRIC_NAMES = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE", "orient_deg": "ORIENT (deg, median)"}
 METHOD_ORDER = {"HMR": 0, "HMR+": 1, "SPIN": 2, "PARE": 3}
 MIXTURE_ORDER = {"-": 0, "BT": 1, "FT": 2, "GTA only": 3}
 SUPERVISION_ROWS = {None: ("-", "-"), "keypoints": ("X", "-"), "smpl": ("-", "X"), "both": ("X", "X")}
@@ -55,6 +55,10 @@ class Entry:
 
     def value(self, metric: str) -> float:
         return self.run.test_metric(self.set_name, metric)
+
+    def baseline(self, metric: str, key: str = CONSTANT_BASELINE) -> float:
+        """The run's baseline on the same set (default the train data's constant; NaN if absent)."""
+        return self.run.baseline_metric(self.set_name, metric, key)
 
 
 def collect(runs: Sequence[Run], set_name: str | None = None) -> tuple[list[Entry], list[str]]:

@@ -3,7 +3,7 @@
     python benchmarks/annotator.py [--world DIR] [--sequences N] [--workers 1] [--iterations 30]
 
 Annotates the mini world's raw GTA sequences (default world, generated and cached under
-``.cache/gtahuman/miniworld/default-seed0`` if missing) from their ``keypoints_3d`` alone, every
+``.cache/gtahuman/miniworld/default-standard-seed0`` if missing) from their ``keypoints_3d`` alone, every
 sequence fitted (analyser off), with `annotate_directory` in ``--workers`` processes of one
 torch thread each (one process leaves the second of 2 cores to the OS; ``--workers 2`` runs a
 process per core, which pays where the cores are not shared with other work). Then compares
@@ -36,7 +36,7 @@ from gtahuman.fitting.annotate import AnnotateOptions, annotate_directory
 from gtahuman.fitting.smplify3d import FitSettings
 
 PAPER_FRAMES_PER_SECOND = 1.0  # "optimized at an average of one second per frame" (sec. 3.1)
-DEFAULT_WORLD = Path(".cache/gtahuman/miniworld/default-seed0")
+DEFAULT_WORLD = Path(".cache/gtahuman/miniworld/default-standard-seed0")
 
 
 def load_world(path: Path) -> WorldPaths:

@@ -12,9 +12,14 @@ set's name when it is a protocol, else ``eval.protocol``), as in training.
 
 For each set the results go into a new folder of the run directory,
 ``evaluations/<set>-<protocol>/`` (``-2``, ``-3``... when it exists): ``metrics.json`` (the
-summary in mm next to the mean-pose baseline, which checkpoint, the git commit) and the same
+summary in mm next to the two baselines, which checkpoint, the git commit) and the same
 per-sample files as a run's ``predictions/`` (``<set>.npz`` with sample ids, errors, predictions
 and factors; ``<set>_features.npz``). The table is printed at the end.
+
+Baselines, as at the end of training: ``constant_baseline`` (the training data's best constant:
+the one the run saved in ``constant_prediction.npz`` / metrics.json, else computed again from the
+run's config and its train sampler's epoch-0 plan; `gtahuman.constant_baseline`) and
+``mean_pose_baseline`` (the SMPL mean parameters).
 """
 from __future__ import annotations
 
@@ -65,6 +70,20 @@ def _choose_sets(cfg: Any, names: Sequence[str]) -> dict[str, Any]:
     return {n: available[n] for n in names}
 
 
+def run_constant(run: RunDir, cfg: Any, body_dir: Path) -> Any:
+    """The training data's constant prediction: what the run saved, else computed from its config
+    (its train sources and sampler, as training drew them); None when no drawn sample has SMPL."""
+    from gtahuman.constant_baseline import constant_from_datamodule, load_run_constant
+    from gtahuman.data.datamodule import MixedDataModule
+    from gtahuman.train import datamodule_arguments, prepare_source
+
+    saved = load_run_constant(run.path)
+    if saved is not None:
+        return saved
+    train = {name: prepare_source(name, src, cfg, body_dir) for name, src in cfg.data.train.items()}
+    return constant_from_datamodule(MixedDataModule(**datamodule_arguments(cfg, {"train": train})))
+
+
 def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[str] = (), protocol: str | None = None,
                         overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the named sets; returns the printed metrics plus ``folders``
@@ -95,14 +114,19 @@ def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[str] = (), protoc
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=cfg.trainer.progress_bar, enable_model_summary=False,
                         precision=cfg.trainer.precision)
-    metrics = evaluate_test_sets(trainer, system, dm, ckpt_path=None)
+    constant = run_constant(run, cfg, body_dir)
+    metrics = evaluate_test_sets(trainer, system, dm, ckpt_path=None, constant=constant)
     metrics.update(experiment=cfg.experiment, protocol=cfg.eval.protocol, body_model_is_toy=bool(system.is_toy_body),
                    checkpoint=str(checkpoint), folders={})
+    if constant is not None:
+        metrics["constant_prediction"] = constant.to_json()
     for name, spec in specs.items():
         folder = _new_folder(run.path / EVALUATIONS_DIR, f"{name}-{metrics['protocols'][name]}")
         RunDir(folder).write_metrics({
             "set": name, "protocol": metrics["protocols"][name], "checkpoint": str(checkpoint),
             "test": metrics["test"].get(name, {}), "mean_pose_baseline": metrics["mean_pose_baseline"][name],
+            **({"constant_baseline": metrics["constant_baseline"][name],
+                "constant_prediction": constant.to_json()} if constant is not None else {}),
             "body_model_is_toy": metrics["body_model_is_toy"], "git_commit": git_commit(),
             "overrides": list(overrides), "bad_samples": dm.bad_sample_count})
         write_predictions(folder, system.test_results, {name: spec})

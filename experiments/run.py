@@ -2,7 +2,8 @@
 
 With no arguments it runs the quickstart on the procedural mini world (generated on first use):
 blended training of a small HMR on CPU, evaluation on the wild-test set, and a results table next
-to the mean-pose baseline. ``experiment=NAME`` picks experiments/configs/experiment/NAME.yaml;
+to two baselines (the training data's best constant prediction and the SMPL mean parameters;
+`gtahuman.results_table`). ``experiment=NAME`` picks experiments/configs/experiment/NAME.yaml;
 ``key=value`` overrides any config key (a typo is an error naming the key). ``--list`` shows the
 experiments and ``--print-config`` the resolved config without running.
 """

@@ -267,3 +267,31 @@ def test_configuration_errors_name_the_argument(tmp_path):
                         sampler_args={"factor": "truncation", "bins": [0, 1], "keep_fraction": 1}).train_dataloader()
     finetune = MixedDataModule(sources, mode="finetune", epoch_length=6, batch_size=2, img_res=16)
     assert finetune.describe()["samplers"]["train"]["global_length"] == 6
+
+
+def test_train_probes_follow_the_val_sets_with_fixed_unaugmented_train_rows(tmp_path):
+    """data.train_probe: a fixed subset of every train source with SMPL, named probe_<source>,
+    evaluated after the val sets (the first val set still picks the best checkpoint)."""
+    real_root, synth_root, val_root = tmp_path / "real", tmp_path / "synth", tmp_path / "val"
+    make_source(real_root, 20, name="real")
+    synth = make_source(synth_root, 9, name="synth", seed=3)
+    columns = dict(synth.columns)
+    columns["has_smpl"] = np.zeros(9, bool)  # keypoints only: nothing a probe could evaluate
+    SampleIndex(columns, synth.meta).save(synth_root / "index")
+    make_source(val_root, 5, name="val", seed=5)
+    dm = MixedDataModule([spec(real_root, "real"), spec(synth_root, "synth", role="synthetic")],
+                         val_sets={"held_out": spec(val_root, "val")}, batch_size=4, img_res=32, train_probe=6,
+                         augment=True)
+    assert dm.eval_set_names("val") == ["held_out", "probe_real"]
+    loaders = dm.val_dataloader()
+    assert [len(loader.dataset) for loader in loaders] == [5, 6]
+    has_smpl = np.flatnonzero(np.asarray(SampleIndex.load(real_root / "index")["has_smpl"]))
+    seen = torch.cat([batch["sample_id"].reshape(-1) for batch in loaders[1]]).tolist()
+    assert len(set(seen)) == 6 and set(seen) <= set(has_smpl.tolist())  # train rows, ids unchanged
+    again = torch.cat([batch["img"] for batch in dm.val_dataloader()[1]])
+    first = torch.cat([batch["img"] for batch in loaders[1]])
+    assert torch.equal(first, again)  # fixed and unaugmented: the same pixels every time
+    assert MixedDataModule([spec(real_root, "real")], val_sets={"held_out": spec(val_root, "val")},
+                           batch_size=4, img_res=32).eval_set_names("val") == ["held_out"]
+    with pytest.raises(ValueError, match="train_probe"):
+        MixedDataModule([spec(real_root, "real")], batch_size=4, train_probe=-1)

@@ -134,7 +134,7 @@ class Session:
         return self._checkpoint
 
     def substitute(self, arg: str) -> str:
-        arg = arg.replace(".cache/gtahuman", str(self.cache)).replace("default-seed0", "tiny-seed0")
+        arg = arg.replace(".cache/gtahuman", str(self.cache)).replace("default-standard-seed0", "tiny-standard-seed0")
         arg = re.sub(r"<run-id>|<run>", TINY_RUN_ID, arg)
         key, sep, value = arg.rpartition("=")
         if value.endswith(".ckpt") or value == "CKPT":

@@ -120,3 +120,7 @@ def test_summarize_and_report_through_per_sample_errors():
     report = format_report(protocol, summary)
     assert "TOY body model" in report and "mpjpe: 2.00 mm" in report
     assert "TOY" not in format_report(get_protocol("3dpw"), summary)
+    # the root-orientation error is summarised by its median and reported in degrees
+    orient = summarize({"orient_deg": torch.tensor([5.0, math.nan, 7.0, 170.0])})
+    assert orient == {"orient_deg": 7.0}
+    assert "orient_deg: 7.00 deg" in format_report(protocol, orient)

@@ -279,6 +279,15 @@ def test_mean_pose_baseline_matches_hand_computation(body_dir: str) -> None:
     assert baseline["pa_mpjpe"] == pytest.approx(np.mean(pa), rel=1e-3)
     assert baseline["pve"] == pytest.approx(np.mean(pve), rel=1e-4)
     np.testing.assert_allclose(baseline["per_sample"]["mpjpe"], mpjpe, rtol=1e-4)
+    # root orientation: angle between the mean root and each GT root, summarised by the median
+    orient = np.concatenate([(Rotation.from_matrix(rotmat[0].double().numpy()).inv()
+                              * Rotation.from_rotvec(b["smpl_global_orient"].double().numpy())).magnitude()
+                             for b in batches])
+    np.testing.assert_allclose(baseline["per_sample"]["orient_deg"], np.degrees(orient), atol=1e-3)
+    assert baseline["orient_deg"] == pytest.approx(np.median(np.degrees(orient)), abs=1e-3)
+    # constant_baseline scores any constant the same way: the mean params give the same numbers
+    same = system.constant_baseline(batches, rotmat, betas[0], protocol="miniworld")
+    assert same["mpjpe"] == pytest.approx(baseline["mpjpe"], rel=1e-9)
 
 
 def test_ground_truth_prediction_scores_zero_only_with_the_right_gender(body_dir: str) -> None:
@@ -290,11 +299,21 @@ def test_ground_truth_prediction_scores_zero_only_with_the_right_gender(body_dir
     # Predictions use the neutral model: exact for the neutral samples, not for male/female.
     assert errors["mpjpe"][2:].max() < 1e-3 and errors["pve"][2:].max() < 1e-3
     assert errors["pve"][:2].min() > 1.0
+    assert errors["orient_deg"].abs().max() < 1e-2  # the root is right whatever the gender
     # H36M-style protocol: GT from keypoints3d (smpl_54 -> h36m by name); an invalid sample is NaN.
     errors = system.evaluate_prediction({**batch, "valid": torch.tensor([1, 1, 1, 0.0])}, gt_rotmat,
                                         batch["smpl_betas"], get_protocol("h36m_p2"))
-    assert set(errors) == {"mpjpe", "pa_mpjpe"} and torch.isnan(errors["mpjpe"][3])
+    assert set(errors) == {"mpjpe", "pa_mpjpe", "orient_deg"} and torch.isnan(errors["mpjpe"][3])
     assert errors["mpjpe"][2].item() == pytest.approx(0.0, abs=1e-3)
+    # orient_deg needs SMPL GT: NaN for the invalid sample and for one without has_smpl
+    turned = gt_rotmat.clone()
+    thirty = torch.tensor(Rotation.from_rotvec([0.0, 0.0, np.pi / 6]).as_matrix(), dtype=torch.float32)
+    turned[:, 0] = turned[:, 0] @ thirty
+    errors = system.evaluate_prediction({**batch, "valid": torch.tensor([1, 1, 1, 0.0]),
+                                         "has_smpl": torch.tensor([1, 0, 1, 1.0])}, turned,
+                                        batch["smpl_betas"], get_protocol("3dpw"))
+    assert torch.isnan(errors["orient_deg"][[1, 3]]).all()
+    np.testing.assert_allclose(errors["orient_deg"][[0, 2]].numpy(), 30.0, atol=1e-3)
 
 
 def test_validation_and_test_results_per_set(body_dir: str) -> None:
@@ -316,6 +335,9 @@ def test_validation_and_test_results_per_set(body_dir: str) -> None:
     logged = t.callback_metrics
     assert logged["test/miniworld_val/pa_mpjpe"].item() == pytest.approx(rows["pa_mpjpe"].mean(), rel=1e-5)
     assert logged["test/pa_mpjpe"].item() == pytest.approx(rows["pa_mpjpe"].mean(), rel=1e-5)
+    assert rows["orient_deg"].shape == (6,) and np.isfinite(rows["orient_deg"]).all()
+    assert logged["test/miniworld_val/orient_deg"].item() == pytest.approx(np.median(rows["orient_deg"]), rel=1e-5)
+    assert system.test_summaries["miniworld_val"]["evaluated"] == 6.0
     assert "pve" not in results["h36m_p2"] and "test/h36m_p2/mpjpe" in logged
 
 

@@ -323,3 +323,20 @@ def test_domain_discriminator_matches_tllib_size() -> None:
     plain = DomainDiscriminator(16, hidden=8, num_layers=4, batch_norm=False)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
     assert sum(isinstance(m, torch.nn.Linear) for m in plain.modules()) == 4
+
+
+def test_pool_grid_keeps_the_layout_of_the_last_stage() -> None:
+    """pool_grid=g: the last stage average-pooled onto g x g cells and flattened (where things
+    are stays in the features), computed here by hand from the feature map."""
+    torch.manual_seed(0)
+    backbone = BACKBONES.build("mobilenetv3_small_050", pool_grid=2).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        features = backbone(images)
+        stage = backbone.feature_map(images)
+    assert backbone.feature_dim == stage.shape[1] * 4 == features.shape[1]
+    cells = torch.nn.functional.adaptive_avg_pool2d(stage, 2)  # computed here by hand
+    torch.testing.assert_close(features, cells.flatten(1))
+    torch.testing.assert_close(features.reshape(2, -1, 4).mean(-1), stage.mean((2, 3)))  # same channels' average
+    with pytest.raises(ValueError, match="pool_grid"):
+        BACKBONES.build("resnet18", pool_grid=-1)

@@ -29,11 +29,12 @@ from omegaconf import OmegaConf
 
 from experiments.evaluate import evaluate_checkpoint, main as evaluate_main, parse_arguments
 from gtahuman.config import ConfigError
+from gtahuman.constant_baseline import CONSTANT_FILE, load_run_constant
 from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule
 from gtahuman.data.index import SampleIndex
 from gtahuman.evaluation import get_protocol
 from gtahuman.systems.hmr import HMRSystem
-from gtahuman.train import ensure_assets, prepare_source, train
+from gtahuman.train import ensure_assets, format_results, prepare_source, train
 
 STEPS_PER_EPOCH = 512 // 8  # data.epoch_length / data.batch_size of conftest.TINY_OVERRIDES
 
@@ -63,8 +64,22 @@ def test_run_directory_holds_config_commit_checkpoints_metrics_predictions(runs)
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
     assert metrics["tested_checkpoint"] == "best.ckpt" and metrics["protocols"] == {"wild_test": "miniworld"}
     summary, baseline = metrics["test"]["wild_test"], metrics["mean_pose_baseline"]["wild_test"]
-    assert {"mpjpe", "pa_mpjpe", "pve"} <= set(summary) and {"mpjpe", "pa_mpjpe", "pve"} <= set(baseline)
+    constant = metrics["constant_baseline"]["wild_test"]
+    for summarised in (summary, baseline, constant):
+        assert {"mpjpe", "pa_mpjpe", "pve", "orient_deg"} <= set(summarised)
+        assert all(np.isfinite(summarised[k]) for k in ("mpjpe", "pa_mpjpe", "pve", "orient_deg"))
     assert summary["toy_body_model"] == 1.0 and metrics["body_model_is_toy"]
+    # the train data's constant: saved beside metrics.json, and the same one in it
+    saved = load_run_constant(run)
+    assert (run / CONSTANT_FILE).is_file() and saved.pose.shape == (24, 3) and saved.betas.shape == (10,)
+    np.testing.assert_allclose(metrics["constant_prediction"]["pose_axis_angle"], saved.pose)
+    assert metrics["constant_prediction"]["draws_by_source"]["real_kp"] == 0  # keypoints only: no SMPL
+    # the table printed at the end: trained, the constant, the SMPL mean params, and the ratio line
+    table = format_results(metrics)
+    assert "train mean (constant)" in table and "SMPL mean params" in table
+    assert "wild_test: trained / constant = " in table
+    # orient_deg is logged per val set for the learning curves
+    assert any(r.get("val/wild_val/orient_deg") for r in read_log(run))
 
     rows = np.load(run / "predictions" / "wild_test.npz")
     index = SampleIndex.load(next((Path(runs["cfg"].run.cache_dir) / "indices").glob("wild_test-*")))
@@ -73,6 +88,7 @@ def test_run_directory_holds_config_commit_checkpoints_metrics_predictions(runs)
     for metric in ("mpjpe", "pa_mpjpe", "pve"):  # the summary is the mean of the per-sample rows
         assert rows[metric].shape == ids.shape and np.isfinite(rows[metric]).all()
         assert float(rows[metric].mean()) == pytest.approx(summary[metric], rel=1e-6)
+    assert float(np.median(rows["orient_deg"])) == pytest.approx(summary["orient_deg"], rel=1e-6)  # median
     for column in FACTOR_COLUMNS:
         np.testing.assert_array_equal(rows[f"factor_{column}"], np.asarray(index[column])[ids])
     np.testing.assert_array_equal(rows["sequence_id"], np.asarray(index["sequence_id"])[ids])
@@ -166,10 +182,10 @@ def test_evaluate_reproduces_the_run_and_writes_its_folder(runs, capsys) -> None
     assert "wild_test" in capsys.readouterr().out
     folder = run / "evaluations" / "wild_test-miniworld"
     written = OmegaConf.load(folder / "metrics.json")
-    for metric in ("mpjpe", "pa_mpjpe", "pve"):
+    for metric in ("mpjpe", "pa_mpjpe", "pve", "orient_deg"):
         assert written.test[metric] == pytest.approx(summary[metric], rel=1e-6)
-        assert written.mean_pose_baseline[metric] == pytest.approx(
-            runs["resumed"]["mean_pose_baseline"]["wild_test"][metric], rel=1e-6)
+        for baseline in ("mean_pose_baseline", "constant_baseline"):  # the constant the run saved
+            assert written[baseline][metric] == pytest.approx(runs["resumed"][baseline]["wild_test"][metric], rel=1e-6)
     ours, theirs = np.load(folder / "wild_test.npz"), np.load(run / "predictions" / "wild_test.npz")
     np.testing.assert_allclose(ours["pa_mpjpe"], theirs["pa_mpjpe"], rtol=1e-6)
 

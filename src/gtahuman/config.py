@@ -83,11 +83,14 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
-    # Mini world to generate (tiny | default | large) into <cache_dir>/miniworld/<size>-seed<seed>;
+    # Mini world to generate (tiny | default | large) into <cache_dir>/miniworld/<size>-<variant>-seed<seed>;
     # paths below may use ${data.world_dir}. Null for real data only.
     miniworld: Optional[str] = "default"
     miniworld_seed: int = 0
-    world_dir: str = "${run.cache_dir}/miniworld/${data.miniworld}-seed${data.miniworld_seed}"
+    # what the world's GTA domain covers: standard | gta_studio (negative control) | gta_studio_geometry
+    # | gta_studio_looks (gtahuman.data.miniworld.domains.VARIANTS); the other domains never change
+    miniworld_variant: str = "standard"
+    world_dir: str = "${run.cache_dir}/miniworld/${data.miniworld}-${data.miniworld_variant}-seed${data.miniworld_seed}"
     # Root of the user's real data (mmhuman3d layout: preprocessed_datasets/*.npz, datasets/<name>/,
     # pretrained/); real-data overlays write their paths as ${data.root}/...
     root: str = "${oc.env:GTAHUMAN_DATA,data}"
@@ -99,6 +102,9 @@ class DataConfig:
     sampler_args: Dict[str, Any] = field(default_factory=dict)
     real_ratio: Optional[float] = None  # real:synthetic ratio; null = partition weights
     epoch_length: Optional[int] = None  # samples per epoch; null = the sampler's default
+    # samples per train source (with SMPL) evaluated with the val sets, unaugmented: the error on
+    # what the run trains on beside its held-out error (python -m analysis.learning RUN); 0 = off
+    train_probe: int = 0
     batch_size: int = 32  # global batch (divided by the world size)
     num_workers: int = 0
     img_res: int = 224

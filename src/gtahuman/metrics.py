@@ -1,7 +1,8 @@
 """3D pose and shape errors: batched pure functions and DDP-syncable torchmetrics classes.
 
 Pure functions take points in metres, shaped (B, J, 3), and return per-sample values in the
-input unit (errors) or in percent (PCK, AUC). Half-precision inputs are computed in float32;
+input unit (errors) or in percent (PCK, AUC); `orientation_error_deg` takes rotation matrices
+and returns degrees. Half-precision inputs are computed in float32;
 other float dtypes are kept. Which joints, which root and which units a benchmark uses is the
 business of `gtahuman.evaluation` (named protocols); this module only does arithmetic.
 
@@ -19,6 +20,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from gtahuman.body.rotations import geodesic_angle
+
 __all__ = [
     "MPJPE",
     "PAMPJPE",
@@ -30,6 +33,7 @@ __all__ = [
     "auc",
     "joint_errors",
     "mpjpe",
+    "orientation_error_deg",
     "pa_mpjpe",
     "pck",
     "pve",
@@ -140,6 +144,22 @@ def pa_mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
 def pve(pred_vertices: Tensor, gt_vertices: Tensor) -> Tensor:
     """Per-vertex error per sample, (B,): mean over vertices of ‖pred − gt‖, no alignment."""
     return mpjpe(pred_vertices, gt_vertices)
+
+
+def orientation_error_deg(pred_rotmat: Tensor, gt_rotmat: Tensor) -> Tensor:
+    """Geodesic angle in degrees, in [0, 180], between two rotations, shapes (..., 3, 3) -> (...).
+
+    The angle of R_pred^T R_gt, i.e. acos(clamp((trace(R_pred^T R_gt) - 1) / 2, -1, 1)), computed
+    as atan2(sin, cos) (`body.rotations.geodesic_angle`): the arccos loses about 1e-4 rad of
+    precision near 0 and 180 degrees in float32, where a good (or a flipped) root often lies.
+    Used on the root (global orientation, camera frame), which MPJPE and PA-MPJPE hide: both
+    compare root-centred joints, and PA-MPJPE even rotates the prediction onto the ground truth.
+    """
+    if pred_rotmat.shape[-2:] != (3, 3) or gt_rotmat.shape[-2:] != (3, 3):
+        raise ValueError(f"pred_rotmat and gt_rotmat: expected (..., 3, 3) rotation matrices, got "
+                         f"{tuple(pred_rotmat.shape)} and {tuple(gt_rotmat.shape)}")
+    pred = _as_float(pred_rotmat, "pred_rotmat")
+    return torch.rad2deg(geodesic_angle(pred, _as_float(gt_rotmat, "gt_rotmat").to(pred.dtype)))
 
 
 def pck(pred: Tensor, gt: Tensor, threshold: float = 0.15, mask: Tensor | None = None) -> Tensor:

@@ -9,8 +9,11 @@ Stages, each cached or resumable so a rerun redoes no finished work:
 3. the run directory (config, commit, log) and the Trainer (last + best checkpoints, the best
    chosen on a validation metric, never on the test set); ``run.resume`` continues from last.ckpt;
 4. fit, then test the best checkpoint on every test set; per-sample errors, predictions, sampled
-   backbone features and metrics.json are written into the run directory; the mean-pose
-   baseline is evaluated on the same sets for comparison.
+   backbone features and metrics.json are written into the run directory. Two constant
+   predictions are scored on the same sets for comparison: the training data's best constant
+   (``constant_baseline``: the mean pose and betas of what the train sampler draws, computed
+   before fitting, saved as constant_prediction.npz; `gtahuman.constant_baseline`) and the SMPL
+   mean parameters (``mean_pose_baseline``, the older, weaker floor).
 
 The argument assembly (`datamodule_arguments`, `system_arguments`) is separate from the data
 preparation so that tests can check every experiment config builds without any data, and
@@ -37,16 +40,18 @@ from gtahuman.atomic import atomic_output, file_lock
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.config import require_complete
+from gtahuman.constant_baseline import CONSTANT_FILE, ConstantPrediction, constant_from_datamodule
 from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.prepare import prepare_dataset
-from gtahuman.evaluation import get_protocol
+from gtahuman.evaluation import summarize
 from gtahuman.run_callbacks import (  # noqa: F401
     AtomicCheckpointIO,
     ResumableCSVLogger,
     StepSeeding,
     StopOnNonFiniteLoss,
 )
+from gtahuman.results_table import format_results, ratios_to_constant  # noqa: F401  (callers import them here)
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.systems.results import gather_rows
@@ -70,6 +75,7 @@ def ensure_assets(cfg: DictConfig) -> Path:
         world_dir = Path(cfg.data.world_dir)
         with file_lock(world_dir.parent / f".{world_dir.name}.lock"):  # runs started together build it once
             world = generate_world(world_dir, size=cfg.data.miniworld, seed=cfg.data.miniworld_seed,
+                                   variant=cfg.data.miniworld_variant,
                                    body_dir=cfg.body.model_dir or None, progress=cfg.trainer.progress_bar,
                                    overwrite=True)  # a cache: a world of another generator version is replaced
         model_dir = Path(world.body_dir)
@@ -140,7 +146,8 @@ def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]
         val_sets=specs.get("val", {}), test_sets=specs.get("test", {}), batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.data.num_workers > 0, img_res=cfg.data.img_res, augment=cfg.data.augment,
-        seed=cfg.run.seed, mode=cfg.data.mode, epoch_length=cfg.data.epoch_length)
+        seed=cfg.run.seed, mode=cfg.data.mode, epoch_length=cfg.data.epoch_length,
+        train_probe=cfg.data.train_probe)
 
 
 def build_datamodule(cfg: DictConfig, body_dir: Path) -> MixedDataModule:
@@ -327,22 +334,31 @@ def write_train_factors(out: Path, sources: list[SourceSpec]) -> None:
             np.savez(file, **{k: np.concatenate(v) for k, v in columns.items()})
 
 
-def evaluate_test_sets(trainer: L.Trainer, system: HMRSystem, dm: MixedDataModule,
-                      ckpt_path: str | None) -> dict[str, Any]:
-    """Test ``ckpt_path`` (None: the system as it is) on every test set of ``dm``, and the
-    mean-pose baseline under each set's protocol. Returns the metrics.json entries."""
+def _baseline_summary(baseline: dict[str, Any], world_size: int) -> dict[str, float]:
+    """A baseline's summary; under DDP each rank scored its contiguous block of the set, so the
+    per-sample errors of all ranks are gathered and summarised together."""
+    per_sample = baseline.pop("per_sample")
+    if world_size > 1:
+        return summarize({k: gather_rows(torch.from_numpy(v)) for k, v in per_sample.items()})
+    return baseline
+
+
+def evaluate_test_sets(trainer: L.Trainer, system: HMRSystem, dm: MixedDataModule, ckpt_path: str | None,
+                       constant: ConstantPrediction | None = None) -> dict[str, Any]:
+    """Test ``ckpt_path`` (None: the system as it is) on every test set of ``dm``, and score the
+    baselines under each set's protocol: ``mean_pose_baseline`` (SMPL mean parameters) and, given
+    the train data's ``constant``, ``constant_baseline``. Returns the metrics.json entries."""
     trainer.test(system, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
     names = dm.eval_set_names("test")
-    baselines = {}
-    for name, loader in zip(names, dm.test_dataloader()):
-        baseline = system.mean_pose_baseline(loader, protocol=system.eval_protocol_for(name).name)
-        per_sample = baseline.pop("per_sample")
-        if trainer.world_size > 1:  # each rank saw its contiguous block of the set: summarise them all
-            from gtahuman.evaluation import summarize
-
-            baseline = summarize({k: gather_rows(torch.from_numpy(v)) for k, v in per_sample.items()})
-        baselines[name] = baseline
-    return {"test": system.test_summaries, "mean_pose_baseline": baselines,
+    constants = {"mean_pose_baseline": system.smpl_mean_params()}
+    if constant is not None:
+        constants["constant_baseline"] = (constant.rotmat(), constant.betas_tensor())
+    baselines: dict[str, dict[str, Any]] = {key: {} for key in constants}
+    for name, loader in zip(names, dm.test_dataloader()):  # one pass over each set for both
+        scored = system.constant_baselines(loader, constants, protocol=system.eval_protocol_for(name).name)
+        for key, baseline in scored.items():
+            baselines[key][name] = _baseline_summary(baseline, trainer.world_size)
+    return {"test": system.test_summaries, **baselines,
             "protocols": {name: system.eval_protocol_for(name).name for name in names}}
 
 
@@ -394,6 +410,11 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     if trainer.is_global_zero:
         write_train_factors(run.path / "train_factors.npz", dm.train_sources)
     system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size)
+    # The best constant of the training data, from the epoch-0 plan before fitting (every rank
+    # derives the same plan, so each computes the same constant); rank 0 saves it.
+    constant = constant_from_datamodule(dm) if cfg.data.test else None
+    if constant is not None and rank == 0:
+        constant.save(run.path / CONSTANT_FILE)
     ckpt = None
     if cfg.run.resume:
         if run.last_checkpoint.is_file():
@@ -414,8 +435,10 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     # No checkpoint without a training step (trainer.max_steps=0): test the weights in memory,
     # i.e. model.init_checkpoint as imported (how a published model is evaluated, e.g. SPIN).
     metrics["tested_checkpoint"] = Path(test_ckpt).name if test_ckpt else "in-memory (no training step)"
+    if constant is not None:
+        metrics["constant_prediction"] = {**constant.to_json(), "file": CONSTANT_FILE}
     if cfg.data.test:
-        metrics.update(evaluate_test_sets(trainer, system, dm, test_ckpt))
+        metrics.update(evaluate_test_sets(trainer, system, dm, test_ckpt, constant))
         if rank == 0:
             write_predictions(run.path / "predictions", system.test_results, dm.test_sets)
     metrics["bad_samples"] = dm.bad_sample_count
@@ -430,23 +453,3 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return metrics
-
-
-def format_results(metrics: dict[str, Any]) -> str:
-    """The table printed at the end of a run: each test set, model vs mean-pose baseline (mm)."""
-    names = ("mpjpe", "pa_mpjpe", "pve")
-    protocols = {name: metrics.get("protocols", {}).get(name, metrics["protocol"]) for name in metrics.get("test", {})}
-    width = max([16, *(len(n) + 1 for n in protocols)])
-    pwidth = max([13, *(len(p) + 1 for p in protocols.values())])
-    header = f"{'test set':<{width}} {'protocol':<{pwidth}} {'model':<10} "
-    lines = [header + " ".join(f"{n.upper():>10}" for n in names)]
-    toy = bool(metrics.get("body_model_is_toy"))
-    for set_name, summary in metrics.get("test", {}).items():
-        toy |= get_protocol(protocols[set_name]).toy_body_model
-        for label, values in (("trained", summary), ("mean pose", metrics["mean_pose_baseline"].get(set_name, {}))):
-            cells = " ".join(f"{values.get(n, float('nan')):>10.1f}" for n in names)
-            lines.append(f"{set_name:<{width}} {protocols[set_name]:<{pwidth}} {label:<10} {cells}")
-    note = "errors in mm (nan: not part of the protocol)"
-    if toy:
-        note += "; numbers come from the toy body model and the mini world, not SMPL or real data"
-    return "\n".join(lines + [note])

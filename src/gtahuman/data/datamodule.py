@@ -32,11 +32,12 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch.distributed as dist
+import torch.utils.data
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Sampler
 
 from gtahuman.data.crop_cache import CropCache
-from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset
+from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset, split_key
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.sampler_plans import EpochSampler
 from gtahuman.data.samplers import SAMPLERS, describe
@@ -151,6 +152,7 @@ class MixedDataModule(L.LightningDataModule):
         max_bad_samples: int = 100,
         world_size: int | None = None,
         rank: int | None = None,
+        train_probe: int = 0,
     ):
         super().__init__()
         if mode not in ("blended", "finetune", "adaptation"):
@@ -180,6 +182,10 @@ class MixedDataModule(L.LightningDataModule):
         self.augment_cfg = AugmentConfig(img_res=img_res, bbox_margin=bbox_margin)
         self.augment, self.seed, self.mode, self.drop_last = augment, seed, mode, drop_last
         self.max_bad_samples, self._world_size, self._rank = max_bad_samples, world_size, rank
+        if train_probe < 0:
+            raise ValueError(f"MixedDataModule: train_probe must be >= 0 (samples per train source); got {train_probe}")
+        self.train_probe = int(train_probe)
+        self._probe_names: list[str] = []
         self._train_parts: list[IndexDataset] = []
         self._eval: dict[str, list[IndexDataset]] = {}
         self._samplers: dict[str, EpochSampler] = {}
@@ -233,6 +239,24 @@ class MixedDataModule(L.LightningDataModule):
             if split not in self._eval:
                 specs = self.val_sets if split == "val" else self.test_sets
                 self._eval[split] = [self._dataset(s, 0, k, train=False) for k, s in enumerate(specs.values())]
+                if split == "val" and self.train_probe:
+                    self._add_train_probes()
+
+    def _add_train_probes(self) -> None:
+        """Fixed subsets of the train sources, evaluated with the val sets (without augmentation),
+        so a run records its error on what it trains on beside its held-out error: the gap is
+        memorisation (``python -m analysis.learning RUN``). Named ``probe_<source>``, after the
+        val sets (the first val set still picks the best checkpoint). Sources without SMPL
+        have nothing to evaluate and get no probe."""
+        self._probe_names = []
+        for k, spec in enumerate(self.train_sources):
+            dataset = self._dataset(spec, 0, k, train=False)
+            rows = np.flatnonzero(np.asarray(dataset.index["has_smpl"]) > 0)
+            if not len(rows):
+                continue
+            picked = rows[np.linspace(0, len(rows) - 1, min(self.train_probe, len(rows))).round().astype(int)]
+            self._eval["val"].append(RowSubset(dataset, np.unique(picked)))
+            self._probe_names.append(f"probe_{spec.name}")
 
     # -- samplers -------------------------------------------------------------------------------
     def _build_sampler(self, name: str, args: dict[str, Any], parts: Sequence[IndexDataset], seed: int) -> EpochSampler:
@@ -268,7 +292,19 @@ class MixedDataModule(L.LightningDataModule):
         (a describe() before the Trainer attached must not fix a single-process layout)."""
         if self._samplers and self._samplers_layout == self.layout():
             return self._samplers
-        self._samplers, self._samplers_layout = {}, self.layout()
+        self._samplers, self._samplers_layout = self._new_train_samplers(), self.layout()
+        if self._pending_state is not None:
+            self._apply_state(self._pending_state)
+        return self._samplers
+
+    def plan_samplers(self) -> dict[str, EpochSampler]:
+        """Train samplers as `train_samplers` builds them, but new ones at epoch 0, neither cached
+        nor restored from a checkpoint: for reading what training draws (the constant baseline,
+        `gtahuman.constant_baseline`) before the Trainer attaches, without fixing the samplers'
+        layout or moving the ones training uses."""
+        return self._new_train_samplers()
+
+    def _new_train_samplers(self) -> dict[str, EpochSampler]:
         self.setup("fit")
         groups = self._train_groups()
         args = dict(self.sampler_args)
@@ -277,14 +313,12 @@ class MixedDataModule(L.LightningDataModule):
                 raise ValueError("MixedDataModule: epoch_length is given both as an argument and in sampler_args")
             args["epoch_length"] = self.epoch_length
         first = "source" if "source" in groups else "train"
-        self._samplers[first] = self._build_sampler(self.sampler_name, args, groups[first], self.seed)
+        samplers = {first: self._build_sampler(self.sampler_name, args, groups[first], self.seed)}
         if "target" in groups:  # the target cycles through its pool for the source's epoch length
-            length = self._samplers["source"].global_length()
-            self._samplers["target"] = self._build_sampler(
-                "mixture", {"epoch_length": length}, groups["target"], self.seed + 1)
-        if self._pending_state is not None:
-            self._apply_state(self._pending_state)
-        return self._samplers
+            length = samplers["source"].global_length()
+            samplers["target"] = self._build_sampler("mixture", {"epoch_length": length}, groups["target"],
+                                                     self.seed + 1)
+        return samplers
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, dataset: Any, sampler: Sampler, batch: int, drop_last: bool) -> DataLoader:
@@ -390,13 +424,32 @@ class MixedDataModule(L.LightningDataModule):
         return out
 
     def eval_set_names(self, split: Literal["val", "test"]) -> list[str]:
-        return list(self.val_sets if split == "val" else self.test_sets)
+        if split == "val":
+            if self.train_probe and "val" not in self._eval:
+                self.setup("validate")  # the probes' names exist once their datasets do
+            return list(self.val_sets) + self._probe_names
+        return list(self.test_sets)
 
     @property
     def bad_sample_count(self) -> int:
         """Distinct unreadable samples met so far in the train and eval datasets."""
-        parts = self._train_parts + [d for ds in self._eval.values() for d in ds]
+        parts = self._train_parts + [d for ds in self._eval.values() for d in ds if not isinstance(d, RowSubset)]
         return sum(p.bad.count for p in parts)
+
+
+class RowSubset(torch.utils.data.Dataset):
+    """Some rows of an `IndexDataset` (its sample ids unchanged), with its name."""
+
+    def __init__(self, dataset: IndexDataset, rows: np.ndarray):
+        self.dataset, self.rows, self.name = dataset, np.asarray(rows, dtype=np.int64), dataset.name
+        self.bad = dataset.bad
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        epoch, i = split_key(key)
+        return self.dataset.load(int(self.rows[i]), epoch)
 
 
 def _reader_name(part: IndexDataset) -> str:

@@ -72,6 +72,12 @@ class Backbone(nn.Module):
 
     ``feature_map`` gives the last stage before pooling as (B, C, h, w) (for ViTs the patch
     tokens laid out on their grid), for dense heads such as PARE.
+
+    ``pool_grid`` (CNNs): 0 keeps timm's global average pooling; g > 0 average-pools the last
+    stage onto a g x g grid and flattens it (feature_dim = C g^2), so the head still sees *where*
+    things are in the crop (which side of the torso is light, where the head is). A global
+    average discards that layout, and a network trained from scratch for minutes cannot
+    rebuild it from pooled channels: it then predicts the body's facing at chance (issue 18).
     """
 
     def __init__(
@@ -82,10 +88,14 @@ class Backbone(nn.Module):
         weights_path: str | Path | None = None,
         channels_last: bool = False,
         strict_weights: bool = False,
+        pool_grid: int = 0,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
+        if pool_grid < 0:
+            raise ValueError(f"backbone {timm_name}: pool_grid must be >= 0 (0 = global average), got {pool_grid}")
         self.timm_name = timm_name
+        self.pool_grid = int(pool_grid)
         self.default_input_size = default_input_size
         self.channels_last = channels_last
         # num_classes=0 removes the classifier and keeps timm's pooling (and MobileNetV3's
@@ -93,6 +103,10 @@ class Backbone(nn.Module):
         self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, **timm_kwargs)
         self.feature_dim: int = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.is_transformer = hasattr(self.model, "num_prefix_tokens")
+        if self.pool_grid:
+            if self.is_transformer:
+                raise ValueError(f"backbone {timm_name}: pool_grid is for CNNs (a ViT has its own tokens)")
+            self.feature_dim = int(self.model.num_features) * self.pool_grid ** 2
         self.weights_report: WeightsLoadReport | None = None
         if weights_path is not None:
             self.weights_report = load_backbone_weights(self, weights_path, strict=strict_weights)
@@ -109,6 +123,9 @@ class Backbone(nn.Module):
         return images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.pool_grid:
+            grid = nn.functional.adaptive_avg_pool2d(self.feature_map(images), self.pool_grid)
+            return grid.flatten(1)
         return self.model(self._prepare(images))
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,6 +214,7 @@ def _register_timm(name: str, timm_name: str, default_input_size: int) -> None:
         channels_last: bool = False,
         strict_weights: bool = False,
         drop_path_rate: float = 0.0,
+        pool_grid: int = 0,
     ) -> Backbone:
         return Backbone(
             timm_name,
@@ -205,6 +223,7 @@ def _register_timm(name: str, timm_name: str, default_input_size: int) -> None:
             channels_last=channels_last,
             strict_weights=strict_weights,
             drop_path_rate=drop_path_rate,
+            pool_grid=pool_grid,
         )
 
     build.__doc__ = f"timm '{timm_name}' without classifier (natural input {default_input_size} px)."

@@ -1,5 +1,5 @@
 """Evaluation half of `HMRSystem`: validation/test steps over named eval sets, per-sample
-results kept for the run directory, and the mean-pose baseline.
+results kept for the run directory, and the constant-prediction baselines.
 
 Each eval dataloader is one named set (``eval_sets`` in dataloader order, else the
 datamodule's ``eval_set_names``, else ``set<i>``) with a protocol from `gtahuman.evaluation`
@@ -12,11 +12,20 @@ neutral model; ``keypoints`` (h36m_p2, mpi_inf_3dhp) = stored ``keypoints3d`` (s
 to the H36M joints by name. Samples that cannot be evaluated (``valid`` = 0, or no GT of the
 needed kind) get NaN errors, which the summary skips.
 
-Logged at epoch end, in mm: ``val/<set>/<metric>`` (``test/...`` in testing) and
-``val/pa_mpjpe`` = the first set's value, for checkpoint selection. Per-sample rows (sample_id,
-errors, predicted pose as axis-angle (72), betas, cam, and the first ``feature_samples``
-backbone features) are kept in ``self.val_results`` / ``self.test_results``:
+Besides the protocol's metrics every sample gets ``orient_deg``: the geodesic angle (degrees)
+between predicted and GT global orientation (root rotation, camera frame), which the root-centred
+joint metrics cannot see; NaN without SMPL GT (``has_smpl`` = 0, e.g. keypoints-only sets). Its
+summary is the median (`gtahuman.evaluation.MEDIAN_METRICS`).
+
+Logged at epoch end, in mm (``orient_deg`` in degrees): ``val/<set>/<metric>`` (``test/...``
+in testing) and ``val/pa_mpjpe`` = the first set's value, for checkpoint selection. Per-sample
+rows (sample_id, errors, predicted pose as axis-angle (72), betas, cam, and the first
+``feature_samples`` backbone features) are kept in ``self.val_results`` / ``self.test_results``:
 ``dict[set_name, dict[column, np.ndarray]]``.
+
+Baselines (`constant_baselines`): fixed predictions, the same for every sample, scored exactly
+like the model: the train data's best constant (`gtahuman.constant_baseline`) and the head's SMPL
+mean parameters (`mean_pose_baseline`).
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ import torch
 from torch import Tensor
 
 from gtahuman.body.conventions import convert_keypoints
-from gtahuman.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
+from gtahuman.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
 from gtahuman.body.smpl import GenderedBodyModel
 from gtahuman.evaluation import (
     PROTOCOLS,
@@ -38,9 +47,12 @@ from gtahuman.evaluation import (
     get_protocol,
     summarize,
 )
+from gtahuman.metrics import orientation_error_deg
 from gtahuman.systems.results import EvalResultsCollector
 
 _EVAL_JOINTS_SOURCE = "smpl_54"
+ORIENT_METRIC = "orient_deg"  # per-sample root-orientation error, not part of any protocol
+SUMMARY_METRICS = ("mpjpe", "pa_mpjpe", "pve", "pck", "auc", ORIENT_METRIC)
 
 
 class HMREvaluationMixin:
@@ -117,10 +129,25 @@ class HMREvaluationMixin:
             model.to(device)
         return model
 
+    @staticmethod
+    def _orientation_errors(batch: Mapping[str, Tensor], pred_rotmat: Tensor) -> Tensor:
+        """(B,) degrees between predicted and GT root rotation; NaN without SMPL GT."""
+        n, device = pred_rotmat.shape[0], pred_rotmat.device
+        nan = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
+        if "smpl_global_orient" not in batch:
+            return nan
+        ones = torch.ones(n, dtype=torch.bool, device=device)
+        valid = batch["valid"].reshape(-1).to(device) > 0 if "valid" in batch else ones
+        has = batch["has_smpl"].reshape(-1).to(device) > 0 if "has_smpl" in batch else ones
+        gt = axis_angle_to_matrix(batch["smpl_global_orient"].to(device).double().reshape(n, 3))
+        angle = orientation_error_deg(pred_rotmat[:, 0].double(), gt)
+        return torch.where(valid & has, angle, nan)
+
     @torch.no_grad()
     def evaluate_prediction(self, batch: Mapping[str, Tensor], pred_rotmat: Tensor, pred_betas: Tensor,
                             protocol: Protocol) -> dict[str, Tensor]:
-        """Per-sample errors (B,) in the protocol's unit; NaN where a sample has no usable GT."""
+        """Per-sample errors (B,): the protocol's metrics in its unit, then ``orient_deg`` (degrees);
+        NaN where a sample has no usable GT."""
         device = pred_rotmat.device
         with torch.autocast(device.type, enabled=False):  # body models and SVDs in float32
             body = self._body("neutral", device)(pred_betas.float(), pred_rotmat[:, 1:].float(),
@@ -128,8 +155,11 @@ class HMREvaluationMixin:
             gt_joints, gt_vertices, usable = self._ground_truth(batch, protocol, device)
             errors = evaluate_joints(protocol, body.joints_h36m, gt_joints,
                                      body.vertices if gt_vertices is not None else None, gt_vertices)
+            orientation = self._orientation_errors(batch, pred_rotmat)
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=device)
-        return {name: torch.where(usable, values.double(), nan) for name, values in errors.items()}
+        out = {name: torch.where(usable, values.double(), nan) for name, values in errors.items()}
+        out[ORIENT_METRIC] = orientation
+        return out
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -159,10 +189,11 @@ class HMREvaluationMixin:
         for index in sorted(self._collectors[stage]):
             name = self._set_names[index]
             rows = self._collectors[stage][index].finish()
-            metrics = {k: torch.from_numpy(v) for k, v in rows.items()
-                       if k in ("mpjpe", "pa_mpjpe", "pve", "pck", "auc")}
+            metrics = {k: torch.from_numpy(v) for k, v in rows.items() if k in SUMMARY_METRICS}
             summary = summarize(metrics)
-            summary["evaluated"] = float(np.isfinite(rows[next(iter(metrics))]).sum()) if metrics else 0.0
+            # samples with the protocol's GT (orient_deg counts those with SMPL GT instead)
+            counted = [k for k in metrics if k != ORIENT_METRIC]
+            summary["evaluated"] = float(np.isfinite(rows[counted[0]]).sum()) if counted else 0.0
             results[name], summaries[name] = rows, dict(summary)
             # Not logged (not a metric), but every kept summary says whether it is a toy number.
             summaries[name]["toy_body_model"] = float(self.is_toy_body)
@@ -181,25 +212,46 @@ class HMREvaluationMixin:
     def on_test_epoch_end(self) -> None:
         self._finish_eval("test")
 
-    # ------------------------------------------------------------------ baseline
+    # ------------------------------------------------------------------ baselines
 
     @torch.no_grad()
-    def mean_pose_baseline(self, batches: Iterable[Mapping[str, Tensor]],
-                           protocol: str | None = None) -> dict[str, Any]:
-        """Errors of always predicting the head's mean parameters (its ``init_pose`` and
-        ``init_shape``) under ``protocol`` (default ``eval_protocol``): a floor any training run
-        must beat. Returns the summary (mm) plus ``per_sample``: {metric: (N,) array}."""
+    def constant_baselines(self, batches: Iterable[Mapping[str, Tensor]],
+                           constants: Mapping[str, tuple[Tensor, Tensor]],
+                           protocol: str | None = None) -> dict[str, dict[str, Any]]:
+        """Errors of predicting one fixed (rotmat (24, 3, 3), betas (10,)) for every sample, for each
+        named constant, under ``protocol`` (default ``eval_protocol``), scored by
+        `evaluate_prediction` as the model is; one pass over ``batches`` serves all constants.
+        Returns per name the summary (mm; ``orient_deg`` the median in degrees) plus
+        ``per_sample``: {metric: (N,) array} (for gathering over DDP ranks)."""
         chosen = get_protocol(protocol or self.hparams.eval_protocol)
-        mean_rotmat = rot6d_to_matrix(self.head.init_pose.reshape(24, 6).float())
-        mean_betas = self.head.init_shape.reshape(1, 10).float()
-        per_sample: dict[str, list[Tensor]] = {}
+        device = self.head.init_pose.device  # where the body models live: the system's device
+        fixed = {name: (rotmat.to(device).float().reshape(1, 24, 3, 3), betas.to(device).float().reshape(1, -1))
+                 for name, (rotmat, betas) in constants.items()}
+        per_sample: dict[str, dict[str, list[Tensor]]] = {name: {} for name in fixed}
         for batch in batches:
             n = batch["smpl_betas"].shape[0] if "smpl_betas" in batch else batch["keypoints3d"].shape[0]
-            errors = self.evaluate_prediction(batch, mean_rotmat.expand(n, 24, 3, 3),
-                                              mean_betas.expand(n, 10), chosen)
-            for key, values in errors.items():
-                per_sample.setdefault(key, []).append(values.cpu())
-        merged = {k: torch.cat(v) for k, v in per_sample.items()}
-        summary: dict[str, Any] = summarize(merged)
-        summary["per_sample"] = {k: v.numpy() for k, v in merged.items()}
-        return summary
+            for name, (rotmat, betas) in fixed.items():
+                errors = self.evaluate_prediction(batch, rotmat.expand(n, 24, 3, 3), betas.expand(n, -1), chosen)
+                for key, values in errors.items():
+                    per_sample[name].setdefault(key, []).append(values.cpu())
+        out = {}
+        for name, columns in per_sample.items():
+            merged = {k: torch.cat(v) for k, v in columns.items()}
+            out[name] = {**summarize(merged), "per_sample": {k: v.numpy() for k, v in merged.items()}}
+        return out
+
+    def constant_baseline(self, batches: Iterable[Mapping[str, Tensor]], rotmat: Tensor, betas: Tensor,
+                          protocol: str | None = None) -> dict[str, Any]:
+        """`constant_baselines` of one constant (e.g. the train data's, `gtahuman.constant_baseline`)."""
+        return self.constant_baselines(batches, {"constant": (rotmat, betas)}, protocol)["constant"]
+
+    def smpl_mean_params(self) -> tuple[Tensor, Tensor]:
+        """The head's SMPL mean parameters (``init_pose`` as (24, 3, 3), ``init_shape`` (10,)):
+        upright and facing the camera, whatever the training data."""
+        return rot6d_to_matrix(self.head.init_pose.reshape(24, 6).float()), self.head.init_shape.reshape(10)
+
+    def mean_pose_baseline(self, batches: Iterable[Mapping[str, Tensor]],
+                           protocol: str | None = None) -> dict[str, Any]:
+        """`constant_baseline` of the SMPL mean parameters: a weak floor, kept for comparison
+        with older runs; the honest floor is the train data's constant."""
+        return self.constant_baseline(batches, *self.smpl_mean_params(), protocol)

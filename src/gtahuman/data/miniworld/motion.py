@@ -258,8 +258,13 @@ def generate_sequence(
     rest_joints: np.ndarray | None = None,
     initial_heading: float | None = None,
     foot_clearance: float = 0.04,
+    turn_rate: float = 0.0,
 ) -> MotionClip:
     """Generate one clip of `action` with a random subject style drawn from `rng`.
+
+    ``turn_rate`` (rad/s, >= 0): the person also wanders: on top of the action's own yaw the
+    heading drifts at a rate drawn from [-turn_rate, turn_rate] plus a smooth swing of up to
+    0.5 rad, so one clip shows the body from many sides (walkers walk curves, as in H36M).
 
     The root is kept on the ground by a soft minimum over the ankle and foot joints, smoothed
     in time (so no velocity jumps when the supporting foot changes); the horizontal trajectory
@@ -279,6 +284,10 @@ def generate_sequence(
     curves = ACTION_FUNCTIONS[action](times, style)
     heading0 = rng.uniform(-np.pi, np.pi) if initial_heading is None else float(initial_heading)
     heading = heading0 + curves.yaw
+    if turn_rate > 0:  # drawn after everything else, so clips without wandering are unchanged
+        rate, swing = rng.uniform(-turn_rate, turn_rate), rng.uniform(0.0, 0.5)
+        frequency, phase = rng.uniform(1.0, 3.0), rng.uniform(0.0, 2 * np.pi)
+        heading = heading + rate * times + swing * (np.sin(frequency * times + phase) - np.sin(phase))
 
     angles = curves.angles.copy()
     angles[:, 0, 1] += heading  # the root's y angle is the heading (plus any pelvis sway)

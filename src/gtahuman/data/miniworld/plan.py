@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from gtahuman.data.miniworld.domains import (
-    GTA,
     REAL_INDOOR,
     REAL_KEYPOINTS,
     WILD,
     WorldSize,
+    gta_style,
     sample_subject,
     scaled_size,
 )
@@ -47,24 +47,31 @@ def _cycled(rng: np.random.Generator, actions: tuple[str, ...], count: int) -> l
     return [order[i % len(order)] for i in range(count)]
 
 
-def plan_world(size: WorldSize, seed: int) -> list[Job]:
-    """All sequences of a world of ``size`` (real_indoor, then gta, then wild)."""
+def plan_world(size: WorldSize, seed: int, variant: str = "standard") -> list[Job]:
+    """All sequences of a world of ``size`` (real_indoor, then gta, then wild); ``variant``
+    (`domains.VARIANTS`) changes what the GTA domain covers and nothing else."""
     jobs: list[Job] = []
+    gta = gta_style(variant)
     low, high = size.frames
 
-    def add(kind, style, split, subjects, count, name_of, frames=None, occluders=lambda rng: False):
+    def add(kind, style, split, subjects, count, name_of, frames=None, occluders=lambda rng: False,
+            lengths=(low, high)):
         domain = _DOMAIN_CODES[style.name]
         rng = np.random.default_rng([seed, domain, _SPLIT_CODES[split]])
         quantiles = _stratified_quantiles(rng, count)
         actions = _cycled(rng, style.actions, count)
         for i in range(count):
             subject = subjects(i)
-            num_frames = frames if frames is not None else int(rng.integers(low, high + 1))
+            num_frames = frames if frames is not None else int(rng.integers(lengths[0], lengths[1] + 1))
+            placement, quantile = None, float(quantiles[i])
+            if style.camera_placements:  # a studio: camera i % k, each at its own fixed height
+                placement = i % style.camera_placements
+                quantile = (placement + 0.5) / style.camera_placements
             spec = SequenceSpec(
                 seq_name=name_of(i, subject.name, actions[i]), style=style, subject=subject, action=actions[i],
-                num_frames=num_frames, elevation_quantile=float(quantiles[i]),
+                num_frames=num_frames, elevation_quantile=quantile,
                 size=scaled_size(style, size.image_scale), seed_key=(seed, domain, _SPLIT_CODES[split], i),
-                with_occluders=bool(occluders(rng)))
+                with_occluders=bool(occluders(rng)), placement=placement)
             jobs.append(Job(kind, spec))
 
     subject_rng = np.random.default_rng([seed, 1, _SPLIT_CODES["subjects"]])
@@ -85,9 +92,10 @@ def plan_world(size: WorldSize, seed: int) -> list[Job]:
 
     add("real_kp", REAL_KEYPOINTS, "kp", fresh(1, "kp", REAL_KEYPOINTS, "P"), size.real_kp_clips,
         lambda i, s, a: f"kp_{i:04d}", frames=max(size.real_kp_frames, 3))
-    occluders = (lambda rng: True) if size.occluders_always else (lambda rng: rng.random() < GTA.occluder_probability)
-    add("gta", GTA, "test", fresh(2, "test", GTA, "ped"), size.gta_sequences, lambda i, s, a: f"seq_{i:08d}",
-        occluders=occluders)
+    occluders = (lambda rng: True) if size.occluders_always and gta.max_occluders else \
+        (lambda rng: rng.random() < gta.occluder_probability)
+    add("gta", gta, "test", fresh(2, "test", gta, "ped"), size.gta_sequences, lambda i, s, a: f"seq_{i:08d}",
+        occluders=occluders, lengths=size.gta_frames or size.frames)
     # Wild subjects: two indoor subjects (seen) and new ones (unseen), shared by test and val.
     new = fresh(3, "test", WILD, "W")
     wild_subjects = train_subjects[:2] + [new(k) for k in range(size.wild_new_subjects)]

@@ -83,14 +83,18 @@ class CameraTrack:
 
 
 def place_camera(style: DomainStyle, rng: np.random.Generator, pelvis_w: np.ndarray, body_height: float,
-                 elevation_quantile: float, size: tuple[int, int]) -> CameraTrack:
-    """A fixed camera framing the whole trajectory, or a hand-held one following the person."""
+                 elevation_quantile: float, size: tuple[int, int], placement: int | None = None) -> CameraTrack:
+    """A fixed camera framing the whole trajectory (orbiting it at up to ``style.orbit_deg_per_s``),
+    or a hand-held one following the person. ``placement`` (of ``style.camera_placements``): one
+    of a studio's fixed cameras, whose world azimuth is set by the placement (H36M's four)."""
     width, height = size
     K = intrinsics(style.fov_deg, width, height)
     focal, tan_half_w, tan_half_h = K[0, 0], (width / 2) / K[0, 0], (height / 2) / K[0, 0]
     frames = len(pelvis_w)
     elevation = float(style.elevation.quantile(elevation_quantile))
     azimuth = rng.uniform(-180.0, 180.0)
+    if placement is not None:
+        azimuth = 45.0 + 360.0 * placement / max(style.camera_placements, 1)
     distance = focal * body_height / rng.uniform(*style.person_height_px)
     if not style.moving_camera:
         low, high = pelvis_w[:, [0, 2]].min(axis=0), pelvis_w[:, [0, 2]].max(axis=0)
@@ -102,10 +106,13 @@ def place_camera(style: DomainStyle, rng: np.random.Generator, pelvis_w: np.ndar
         # Cameras stay above the ground: a far camera cannot look up from too low.
         lowest = np.rad2deg(np.arcsin(np.clip((MIN_CAMERA_HEIGHT - target[1]) / distance, -1.0, 1.0)))
         elevation = max(elevation, float(lowest))
-        eye = target + distance * direction(elevation, azimuth)
-        sideways = np.cross(direction(0.0, azimuth), WORLD_UP)
-        target = target + style.off_centre * rng.uniform(-1, 1) * distance * tan_half_w * sideways
-        rotation, translation = look_at(np.tile(eye, (frames, 1)), np.tile(target, (frames, 1)))
+        # An orbit (game cameras) circles the trajectory's centre at a constant rate and height.
+        rate = rng.uniform(-1.0, 1.0) * style.orbit_deg_per_s if style.orbit_deg_per_s > 0 else 0.0
+        azimuths = azimuth + rate * np.arange(frames) / 30.0
+        eye = target + distance * direction(np.full(frames, elevation), azimuths)
+        sideways = np.cross(direction(np.zeros(frames), azimuths), WORLD_UP)
+        aim = target + style.off_centre * rng.uniform(-1, 1) * distance * tan_half_w * sideways
+        rotation, translation = look_at(eye, aim)
         return CameraTrack(rotation, translation, K, size, elevation, distance)
     # Hand-held: the operator keeps the person centred, drifts around them, and shakes a little.
     times = np.arange(frames) / 30.0
@@ -148,6 +155,7 @@ class SequenceSpec:
     size: tuple[int, int]
     seed_key: tuple[int, ...]
     with_occluders: bool = False
+    placement: int | None = None  # which of the style's fixed studio cameras films it
 
 
 @dataclass
@@ -171,6 +179,7 @@ class SequenceData:
     daytime: tuple[int, int, int]
     location_tag: str
     depths: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (body, scene) if kept
+    pelvis_rest: np.ndarray | None = None  # (3,) J0 of the shaped rest body (SMPL's centre of rotation)
 
 
 class BodyModels:
@@ -222,8 +231,26 @@ def _backgrounds(style, rng, camera: CameraTrack, weather, daytime):
     return lambda t: panorama[dv[t]:dv[t] + height, du[t]:du[t] + width]
 
 
-def simulate_sequence(spec: SequenceSpec, bodies: BodyModels, keep_depth: bool = False) -> SequenceData:
-    """Generate, film and render ``spec`` (deterministic in ``spec.seed_key``)."""
+@dataclass
+class Staging:
+    """A sequence before rendering: the motion, the camera and the camera-frame SMPL. ``rng`` is
+    the sequence's generator, left where rendering continues drawing from it."""
+
+    rng: np.random.Generator
+    model: BodyModel
+    rest_joints: np.ndarray  # (54, 3) of the shaped rest body; [0] is SMPL's centre of rotation
+    rest_vertices: np.ndarray
+    vertices_w: np.ndarray  # (T, V, 3) ground frame
+    joints54_w: np.ndarray  # (T, 54, 3) ground frame
+    body_pose: np.ndarray  # (T, 23, 3)
+    camera: CameraTrack
+    global_orient: np.ndarray  # (T, 3) camera frame
+    transl: np.ndarray  # (T, 3) camera frame
+
+
+def stage_sequence(spec: SequenceSpec, bodies: BodyModels) -> Staging:
+    """Move the subject and place the camera (no pixels): what `simulate_sequence` renders, and
+    all that the world's diversity figures need."""
     rng = np.random.default_rng(list(spec.seed_key))
     style, subject = spec.style, spec.subject
     model = bodies(subject.gender)
@@ -232,26 +259,43 @@ def simulate_sequence(spec: SequenceSpec, bodies: BodyModels, keep_depth: bool =
         rest = model(betas, torch.zeros(1, 69), torch.zeros(1, 3))
         rest_joints = rest.joints[0].double().numpy()
         rest_vertices = rest.vertices[0].double().numpy()
-        clip = generate_sequence(spec.action, spec.num_frames, rng, rest_joints=rest_joints)
+        clip = generate_sequence(spec.action, spec.num_frames, rng, rest_joints=rest_joints,
+                                 turn_rate=float(np.deg2rad(style.turn_rate_deg)))
         pose = torch.as_tensor(clip.pose).reshape(spec.num_frames, 72)
         world = model(betas, pose[:, 3:], pose[:, :3], torch.as_tensor(clip.root_translation))
     vertices_w, joints54_w = world.vertices.double().numpy(), world.joints54.double().numpy()
     body_height = float(np.ptp(rest_vertices[:, 1]))
-    camera = place_camera(style, rng, joints54_w[:, 0], body_height, spec.elevation_quantile, spec.size)
+    camera = place_camera(style, rng, joints54_w[:, 0], body_height, spec.elevation_quantile, spec.size,
+                          spec.placement)
+    orient_c, transl_c = params_in_camera(clip.pose[:, 0], clip.root_translation, camera.rotation,
+                                          camera.translation, rest_joints[0])
+    return Staging(rng=rng, model=model, rest_joints=rest_joints, rest_vertices=rest_vertices,
+                   vertices_w=vertices_w, joints54_w=joints54_w, body_pose=clip.pose[:, 1:], camera=camera,
+                   global_orient=orient_c, transl=transl_c)
+
+
+def simulate_sequence(spec: SequenceSpec, bodies: BodyModels, keep_depth: bool = False) -> SequenceData:
+    """Generate, film and render ``spec`` (deterministic in ``spec.seed_key``)."""
+    stage = stage_sequence(spec, bodies)
+    rng, model, camera = stage.rng, stage.model, stage.camera
+    style, subject = spec.style, spec.subject
+    rest_joints, rest_vertices, joints54_w = stage.rest_joints, stage.rest_vertices, stage.joints54_w
     R, t = camera.rotation, camera.translation
-    vertices_c = np.einsum("tij,tvj->tvi", R, vertices_w) + t[:, None]
+    vertices_c = np.einsum("tij,tvj->tvi", R, stage.vertices_w) + t[:, None]
     joints54_c = np.einsum("tij,tvj->tvi", R, joints54_w) + t[:, None]
-    orient_c, transl_c = params_in_camera(clip.pose[:, 0], clip.root_translation, R, t, rest_joints[0])
+    orient_c, transl_c = stage.global_orient, stage.transl
     game_c = game_joints(joints54_c)
     smpl24_c = convert_keypoints(joints54_c, "smpl_54", "smpl_24")[0]
 
     weather, daytime, location = _scene_tags(style, rng)
+    # A studio camera sees the same room and lights in every sequence it films.
+    scene_rng = rng if spec.placement is None else np.random.default_rng([spec.seed_key[0], 97, spec.placement])
     if style.background == "indoor":
-        base_light = scenes.indoor_light(rng)
+        base_light = scenes.indoor_light(scene_rng)
     else:
         base_light = scenes.outdoor_light(daytime, weather, rng)
     light_w = light_direction_in_world(base_light, R[0])  # the sun stays put as a camera pans
-    background = _backgrounds(style, rng, camera, weather, daytime)
+    background = _backgrounds(style, scene_rng, camera, weather, daytime)
     occluders = []
     feet_w = np.array([joints54_w[:, 0, 0].mean(), 0.0, joints54_w[:, 0, 2].mean()])
     eye_w = -R[0].T @ t[0]
@@ -280,6 +324,7 @@ def simulate_sequence(spec: SequenceSpec, bodies: BodyModels, keep_depth: bool =
             depths.append((render.body_depth, render.scene.depth))
     return SequenceData(
         spec=spec, images=images, K=camera.K, camera=camera, global_orient=orient_c.astype(np.float32),
-        body_pose=clip.pose[:, 1:].reshape(frames, 69).astype(np.float32), transl=transl_c.astype(np.float32),
+        body_pose=stage.body_pose.reshape(frames, 69).astype(np.float32), transl=transl_c.astype(np.float32),
         joints54=joints54_c, game_joints=game_c, occ=occ, self_occ=self_occ, in_view24=in_view,
-        bbox_xywh=boxes, weather=weather, daytime=daytime, location_tag=location, depths=depths)
+        bbox_xywh=boxes, weather=weather, daytime=daytime, location_tag=location, depths=depths,
+        pelvis_rest=rest_joints[0])

@@ -44,11 +44,12 @@ from gtahuman.atomic import atomic_write_text
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import toy_description, write_toy_body_assets
 from gtahuman.data.miniworld import writers
-from gtahuman.data.miniworld.domains import SIZES, STYLES, scaled_size
+from gtahuman.data.miniworld.diversity import sequence_views, summarise
+from gtahuman.data.miniworld.domains import SIZES, STYLES, VARIANTS, gta_style, scaled_size
 from gtahuman.data.miniworld.plan import Job, action_sets, plan_world
 from gtahuman.data.miniworld.simulate import BodyModels, intrinsics, simulate_sequence
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 MANIFEST, PARTIAL_MARKER = "world.json", "world.partial.json"
 DOMAIN_DIRS = ("real_indoor", "gta", "wild")
 TOY_BODY_SEED = 0  # the suite's default toy body (cache_dir/toy_body) uses this seed too
@@ -129,7 +130,9 @@ def _render_and_write(args: tuple[Job, str]) -> dict[str, Any]:
     job, root = args
     assert _WORKER_BODIES is not None
     data = simulate_sequence(job.spec, _WORKER_BODIES)
-    return writers.write_job(job, data, Path(root))
+    result = writers.write_job(job, data, Path(root))
+    result["views"] = sequence_views(data.global_orient, data.transl, data.pelvis_rest)
+    return result
 
 
 def _run_jobs(jobs: list[Job], paths: WorldPaths, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
@@ -166,8 +169,11 @@ def _body_dir_entry(root: Path, body_dir: Path) -> str:
         return str(body_dir.resolve())
 
 
-def _params(size: str, seed: int, body_entry: str) -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "size": size, "seed": int(seed), "body_dir": body_entry}
+def _params(size: str, seed: int, body_entry: str, variant: str = "standard") -> dict[str, Any]:
+    params = {"format_version": FORMAT_VERSION, "size": size, "seed": int(seed), "body_dir": body_entry}
+    if variant != "standard":  # a standard world's cache key stays what it was before variants existed
+        params["variant"] = variant
+    return params
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -202,10 +208,10 @@ def _bytes_under(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _camera_table(size_name: str) -> dict[str, Any]:
+def _camera_table(size_name: str, variant: str) -> dict[str, Any]:
     scale = SIZES[size_name].image_scale
     table = {}
-    for name, style in STYLES.items():
+    for name, style in {**STYLES, "gta": gta_style(variant)}.items():
         width, height = scaled_size(style, scale)
         table[name] = {"image_size": [width, height], "fov_deg": style.fov_deg,
                        "intrinsics": intrinsics(style.fov_deg, width, height).tolist(),
@@ -218,16 +224,20 @@ def _camera_table(size_name: str) -> dict[str, Any]:
 # --- the entry point --------------------------------------------------------------------------
 def generate_world(out_dir: str | os.PathLike, size: str = "default", seed: int = 0, progress: bool = True, *,
                    body_dir: str | os.PathLike | None = None, workers: int | None = None,
-                   overwrite: bool = False) -> WorldPaths:
+                   overwrite: bool = False, variant: str = "standard") -> WorldPaths:
     """Generate (or find cached) the mini world of ``size`` ("tiny", "default", "large") and
-    ``seed`` under ``out_dir``. ``body_dir``: an existing body-model directory to render with
-    (default: the toy model, written to ``out_dir/body``). ``workers``: processes (default
+    ``seed`` under ``out_dir``. ``variant`` (`domains.VARIANTS`): what the GTA domain covers
+    (the controls of the findings set); every other domain is the same in every variant.
+    ``body_dir``: an existing body-model directory to render with (default: the toy model,
+    written to ``out_dir/body``). ``workers``: processes (default
     min(2, CPUs); 1 renders in this process; more use the "spawn" start method, so call this
     from a script with an ``if __name__ == "__main__"`` guard). The bytes written do not
     depend on ``workers``. Change `FORMAT_VERSION` whenever the generator's output changes,
     so that cached worlds are not mistaken for new ones."""
     if size not in SIZES:
         raise ValueError(f"generate_world: unknown size {size!r}; choose from {sorted(SIZES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"generate_world: unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"generate_world: seed must be a non-negative integer, got {seed!r}")
     root = Path(out_dir)
@@ -240,17 +250,20 @@ def generate_world(out_dir: str | os.PathLike, size: str = "default", seed: int 
     assets = check_body_model_dir(body_dir, genders=("male", "female"), load_models=False)
     paths = WorldPaths(root=root, body_dir=body_dir)
     body_entry = _body_dir_entry(root, body_dir)
-    params = _params(size, seed, body_entry)
+    params = _params(size, seed, body_entry, variant)
     if _prepare_directory(root, params, overwrite):
         return replace(paths, cached=True)
 
     start = time.perf_counter()
-    jobs = plan_world(SIZES[size], seed)
+    jobs = plan_world(SIZES[size], seed, variant)
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     results = list(_run_jobs(jobs, paths, workers, progress))
     files = writers.write_spin_files(jobs, results, paths)
     files["gta"] = writers.gta_summary(jobs, results, paths)
     seconds = time.perf_counter() - start
+    diversity = {kind: summarise(kind, [r.pop("views") for r, j in zip(results, jobs) if j.kind == kind],
+                                 len({j.spec.subject.name for j in jobs if j.kind == kind})).as_dict()
+                 for kind in dict.fromkeys(j.kind for j in jobs)}
     body_note = (toy_description("male/female", TOY_BODY_SEED) if assets.is_toy
                  else "real SMPL model files (licensed; the world is as licensed as they are)")
     manifest = {
@@ -258,10 +271,12 @@ def generate_world(out_dir: str | os.PathLike, size: str = "default", seed: int 
         "generator": "gtahuman.data.miniworld.generate_world",
         "body_model": {"dir": body_entry, "is_toy": bool(assets.is_toy), "note": body_note},
         "files": files,
-        "cameras": _camera_table(size),
+        "variant": {"name": variant, **{k: v for k, v in vars(VARIANTS[variant]).items() if k != "name"}},
+        "cameras": _camera_table(size, variant),
         "actions": action_sets(jobs),
         "subjects": {kind: sorted({j.spec.subject.name for j in jobs if j.kind == kind})
                      for kind in sorted({j.kind for j in jobs})},
+        "diversity": diversity,  # views, azimuth coverage, camera heights per kind (diversity.py)
         "generation_seconds": round(seconds, 2),
         "workers": workers,
         "bytes_on_disk": {name: _bytes_under(root / name) for name in DOMAIN_DIRS},
