@@ -91,8 +91,12 @@ def verdict(curves: Curves, metric: str = "pa_mpjpe") -> list[str]:
     gap = held_last - probe_last
     lines.append(f"generalisation gap at the end (held-out minus train): {gap:+.1f}")
     probe_gain, held_gain = probe_first - probe_last, held_first - held_last
-    if probe_gain > 0 and held_gain < 0.25 * probe_gain:
-        lines.append("pattern: MEMORISING: the training error fell, the held-out error did not follow")
+    widened = gap - (held_first - probe_first)
+    # Memorising: the train error fell and the held-out error kept (almost) still, or the gap
+    # between them opened by more than half of what the train error gained.
+    if probe_gain > 0 and (held_gain < 0.25 * probe_gain or widened > 0.5 * probe_gain):
+        lines.append(f"pattern: MEMORISING: the training error fell by {probe_gain:.1f}, the held-out error "
+                     f"by {held_gain:.1f}; the gap opened by {widened:+.1f}")
     elif held_gain > 0:
         lines.append("pattern: learning: the held-out error fell with the training error")
     else:
