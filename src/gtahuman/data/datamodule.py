@@ -433,6 +433,7 @@ class MixedDataModule(L.LightningDataModule):
     @property
     def bad_sample_count(self) -> int:
         """Distinct unreadable samples met so far in the train and eval datasets."""
+        # Probes read train rows the train parts count already: leaving them out counts each once.
         parts = self._train_parts + [d for ds in self._eval.values() for d in ds if not isinstance(d, RowSubset)]
         return sum(p.bad.count for p in parts)
 
