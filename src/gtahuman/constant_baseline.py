@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from gtahuman.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from gtahuman.metrics import kabsch_rotation
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,12 @@ Columns = Mapping[str, Any]  # a SampleIndex, or any mapping of column name -> (
 
 
 def project_to_so3(matrices: np.ndarray) -> np.ndarray:
-    """Nearest rotation in Frobenius norm to each (..., 3, 3) matrix: U diag(1, 1, d) V^T with
-    M = U S V^T and d = sign(det(U V^T)), so that a mean that is closer to a reflection still
-    gives a rotation (d flips the axis of the smallest singular value)."""
-    u, _, vt = np.linalg.svd(np.asarray(matrices, dtype=np.float64))
-    d = np.sign(np.linalg.det(u @ vt))
-    d = np.where(d == 0, 1.0, d)
-    return (u * np.stack([np.ones_like(d), np.ones_like(d), d], axis=-1)[..., None, :]) @ vt
+    """Nearest rotation in Frobenius norm to each (..., 3, 3) matrix M: the proper rotation that
+    best maps the basis onto M's columns, i.e. `metrics.kabsch_rotation` of the cross-covariance
+    Mᵀ (U Z Vᵀ for M = U S Vᵀ; Z flips the smallest singular axis when M is nearer a reflection)."""
+    matrices = np.asarray(matrices, dtype=np.float64)
+    flat = torch.from_numpy(matrices.reshape(-1, 3, 3))
+    return kabsch_rotation(flat.mT)[0].numpy().reshape(matrices.shape)
 
 
 def weighted_rotation_mean(rotations: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

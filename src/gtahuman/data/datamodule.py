@@ -32,9 +32,8 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch.distributed as dist
-import torch.utils.data
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gtahuman.data.crop_cache import CropCache
 from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset, split_key
@@ -438,7 +437,7 @@ class MixedDataModule(L.LightningDataModule):
         return sum(p.bad.count for p in parts)
 
 
-class RowSubset(torch.utils.data.Dataset):
+class RowSubset(Dataset):
     """Some rows of an `IndexDataset` (its sample ids unchanged), with its name."""
 
     def __init__(self, dataset: IndexDataset, rows: np.ndarray):
