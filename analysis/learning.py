@@ -9,7 +9,10 @@ reports, for every validation point, each evaluated set's PA-MPJPE, MPJPE and me
 orientation error: the val sets (held out) and the ``probe_<source>`` sets (fixed, unaugmented
 subsets of the train sources, recorded when the run had ``data.train_probe`` > 0). The last
 lines compare the end of the run with its start and say which pattern the curves show; the
-test result and both baselines come from ``metrics.json`` when the run finished.
+test result and both baselines come from ``metrics.json`` when the run finished, and from the
+test predictions (``predictions/<set>.npz``) how much the predicted body joints vary against the
+truth and how they correlate with it: a model whose predictions barely vary has collapsed onto
+one pose, however its curves move.
 
 Nothing here judges by the training loss: it mixes terms and weights and is taken on augmented
 crops, so only errors measured the same way on both kinds of data are compared.
@@ -146,6 +149,82 @@ def baseline_lines(run_dir: Path) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------- prediction spread
+# A model that outputs (nearly) one pose for every image scores like the constant predictor at
+# best; the curves alone do not show it. Per body joint: how far predictions and truth spread
+# around the truth's mean rotation, and how the two deviations correlate.
+MOVING_JOINT_DEG = 2.0  # joints whose truth spreads less than this (they never move) are left out
+COLLAPSED_RATIO = 0.3  # predictions spreading less than this share of the truth: one pose for all
+
+
+@dataclass
+class Spread:
+    """Body joints (1..23) that move in the truth: mean size (degrees) of the deviations from the
+    truth's mean rotation, each set centred on its own mean, of the predictions and of the truth, and the Pearson correlation of the
+    two deviation vectors over samples and components (pooled over those joints)."""
+
+    joints: list[int]
+    pred_deg: list[float]
+    truth_deg: list[float]
+    correlation: float
+    samples: int
+
+    @property
+    def ratio(self) -> float:
+        return _mean([p / t for p, t in zip(self.pred_deg, self.truth_deg)])
+
+
+def prediction_spread(pred_pose, gt_pose) -> Spread:
+    """``pred_pose``, ``gt_pose``: (N, 72) axis-angle (root first), as in ``predictions/<set>.npz``."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    pred, truth = (np.asarray(a, np.float64).reshape(len(a), 24, 3) for a in (pred_pose, gt_pose))
+    joints, pred_deg, truth_deg, dev_pred, dev_truth = [], [], [], [], []
+    for j in range(1, 24):
+        centre = Rotation.from_rotvec(truth[:, j]).mean().inv()
+        d_truth = (centre * Rotation.from_rotvec(truth[:, j])).as_rotvec()
+        d_pred = (centre * Rotation.from_rotvec(pred[:, j])).as_rotvec()
+        d_truth, d_pred = d_truth - d_truth.mean(0), d_pred - d_pred.mean(0)
+        spread_truth = np.degrees(np.linalg.norm(d_truth, axis=1).mean())
+        if spread_truth < MOVING_JOINT_DEG:
+            continue
+        joints.append(j)
+        truth_deg.append(float(spread_truth))
+        pred_deg.append(float(np.degrees(np.linalg.norm(d_pred, axis=1).mean())))
+        dev_pred.append(d_pred)
+        dev_truth.append(d_truth)
+    if not joints:
+        return Spread([], [], [], math.nan, len(pred))
+    a, b = np.concatenate(dev_pred).ravel(), np.concatenate(dev_truth).ravel()
+    correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else math.nan
+    return Spread(joints, pred_deg, truth_deg, correlation, len(pred))
+
+
+def spread_lines(run_dir: Path) -> list[str]:
+    """One verdict per test set in ``RUN/predictions`` that carries the truth (``gt_pose``)."""
+    import numpy as np
+
+    lines = []
+    for path in sorted((run_dir / "predictions").glob("*.npz")):
+        if path.name.endswith("_features.npz"):
+            continue
+        with np.load(path, allow_pickle=False) as data:
+            if "gt_pose" not in data.files or "pred_pose" not in data.files:
+                continue
+            keep = data["gt_has_smpl"] > 0 if "gt_has_smpl" in data.files else slice(None)
+            spread = prediction_spread(data["pred_pose"][keep], data["gt_pose"][keep])
+        if not spread.joints:
+            lines.append(f"spread {path.stem}: no body joint moves in the truth")
+            continue
+        state = ("COLLAPSED: the model gives nearly one pose for every image" if spread.ratio < COLLAPSED_RATIO
+                 else "the predictions vary with the images")
+        lines.append(f"spread {path.stem}: predicted body joints vary {spread.ratio:.2f}x as much as the truth "
+                     f"({_mean(spread.pred_deg):.1f} vs {_mean(spread.truth_deg):.1f} deg over {len(spread.joints)} "
+                     f"moving joints), prediction-truth correlation r = {spread.correlation:.2f}; {state}")
+    return lines
+
+
 def plot(curves: Curves, out: Path, title: str) -> Path:
     import matplotlib
 
@@ -180,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = read_curves(run)
     print(format_table(curves))
     print()
-    for line in verdict(curves) + verdict(curves, "orient_deg") + baseline_lines(run):
+    for line in verdict(curves) + verdict(curves, "orient_deg") + baseline_lines(run) + spread_lines(run):
         print(line)
     figure = plot(curves, Path(args.out) if args.out else run / "learning.png", f"learning curves: {run}")
     print(f"figure: {figure}")

@@ -459,3 +459,36 @@ def test_manual_optimisation_clips_the_generator_gradient(body_dir: str, prior_p
         assert norm > 0.5  # so that the clipped case below is a real test
     else:
         assert norm == pytest.approx(clip, rel=1e-4)
+
+
+def test_initial_estimate_is_where_the_regressor_starts(body_dir: str, tmp_path) -> None:
+    """With its residual decoders at zero the IEF head returns its start: the given estimate
+    (not the SMPL mean parameters), which survives a checkpoint round trip; the "SMPL mean
+    params" baseline still reads the body directory's file."""
+    rng = np.random.default_rng(3)
+    pose = Rotation.random(24, random_state=4).as_rotvec() * 0.5
+    betas = rng.normal(0.0, 1.0, 10)
+    system = make_system(body_dir, initial_estimate={"pose": pose.tolist(), "betas": betas.tolist()})
+    with torch.no_grad():
+        for decoder in (system.head.decpose, system.head.decshape, system.head.deccam):
+            decoder.weight.zero_()
+            decoder.bias.zero_()
+    system.eval()
+    with torch.no_grad():
+        output, _ = system(make_batch(body_dir, n=2)["img"])
+    expected = torch.tensor(Rotation.from_rotvec(pose).as_matrix(), dtype=torch.float32)
+    torch.testing.assert_close(output.rotmat, expected.expand(2, 24, 3, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(output.betas, torch.tensor(betas, dtype=torch.float32).expand(2, 10))
+    mean_params = np.load(f"{body_dir}/smpl_mean_params.npz")
+    file_rotmat = rot6d_to_matrix(torch.tensor(mean_params["pose"]).reshape(24, 6)).float()
+    torch.testing.assert_close(system.smpl_mean_params()[0], file_rotmat)
+    torch.testing.assert_close(output.cam[0], torch.tensor(mean_params["cam"], dtype=torch.float32))
+    # the start travels in the checkpoint (hyper-parameter and buffers)
+    path = tmp_path / "start.ckpt"
+    trainer(max_steps=0).strategy.connect(system)
+    torch.save({"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
+    rebuilt = HMRSystem.load_from_checkpoint(path, map_location="cpu")
+    torch.testing.assert_close(rebuilt.head.init_pose, system.head.init_pose)
+    with pytest.raises(ValueError, match="initial_estimate"):
+        make_system(body_dir, initial_estimate={"pose": pose[:5].tolist(), "betas": betas.tolist()})

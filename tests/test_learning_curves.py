@@ -68,3 +68,50 @@ def test_a_run_without_validation_is_a_clear_error(tmp_path):
         read_curves(tmp_path)
     with pytest.raises(FileNotFoundError, match="metrics.csv"):
         read_curves(tmp_path / "nothing")
+
+
+def _one_joint_poses(angles_deg, joint=4):
+    """(N, 72) axis-angle: joint ``joint`` bent about x by each angle, every other joint at rest."""
+    import numpy as np
+
+    pose = np.zeros((len(angles_deg), 24, 3))
+    pose[:, joint, 0] = np.radians(angles_deg)
+    return pose.reshape(len(angles_deg), 72)
+
+
+def test_prediction_spread_against_hand_computed_values():
+    import numpy as np
+
+    from analysis.learning import prediction_spread
+
+    angles = np.random.default_rng(0).uniform(-30.0, 50.0, 200)
+    truth = _one_joint_poses(angles)
+    hand = np.abs(angles - angles.mean()).mean()  # one axis: the spread is the mean |angle - mean|
+    same = prediction_spread(truth, truth)
+    assert same.joints == [4] and same.truth_deg[0] == pytest.approx(hand, rel=1e-6)
+    assert same.ratio == pytest.approx(1.0) and same.correlation == pytest.approx(1.0)
+    halfway = prediction_spread(_one_joint_poses(angles.mean() + 0.5 * (angles - angles.mean())), truth)
+    assert halfway.ratio == pytest.approx(0.5, rel=1e-6) and halfway.correlation == pytest.approx(1.0)
+    shuffled = prediction_spread(_one_joint_poses(np.random.default_rng(1).permutation(angles)), truth)
+    assert shuffled.ratio == pytest.approx(1.0, rel=1e-6) and abs(shuffled.correlation) < 0.2
+    constant = prediction_spread(_one_joint_poses(np.full(200, 10.0)), truth)
+    assert constant.ratio == pytest.approx(0.0, abs=1e-9)
+
+
+def test_command_says_when_predictions_collapse_onto_one_pose(tmp_path, capsys):
+    import numpy as np
+
+    run = tmp_path / "run"
+    write_log(run, curve_rows([60, 58], [60, 50]))
+    angles = np.random.default_rng(0).uniform(-30.0, 50.0, 100)
+    (run / "predictions").mkdir()
+    np.savez(run / "predictions" / "wild_test.npz", pred_pose=_one_joint_poses(12.0 + 0.1 * angles),
+             gt_pose=_one_joint_poses(angles), gt_has_smpl=np.ones(100, np.int8))
+    np.savez(run / "predictions" / "wild_val.npz", pred_pose=_one_joint_poses(angles),
+             gt_pose=_one_joint_poses(angles), gt_has_smpl=np.ones(100, np.int8))
+    assert main([str(run), "--out", str(tmp_path / "fig.png")]) == 0
+    out = capsys.readouterr().out
+    collapsed = [line for line in out.splitlines() if line.startswith("spread wild_test")]
+    assert collapsed and "0.10x" in collapsed[0] and "COLLAPSED" in collapsed[0]
+    varied = [line for line in out.splitlines() if line.startswith("spread wild_val")]
+    assert varied and "1.00x" in varied[0] and "COLLAPSED" not in varied[0]

@@ -93,6 +93,9 @@ def test_run_directory_holds_config_commit_checkpoints_metrics_predictions(runs)
         np.testing.assert_array_equal(rows[f"factor_{column}"], np.asarray(index[column])[ids])
     np.testing.assert_array_equal(rows["sequence_id"], np.asarray(index["sequence_id"])[ids])
     assert rows["pred_pose"].shape == (len(ids), 72) and rows["pred_betas"].shape == (len(ids), 10)
+    # the truth beside the prediction, for analysis.learning's spread and correlation
+    truth = np.concatenate([index["smpl_global_orient"], index["smpl_body_pose"]], axis=1)[ids]
+    np.testing.assert_allclose(rows["gt_pose"], truth, rtol=0, atol=1e-6)
     features = np.load(run / "predictions" / "wild_test_features.npz")
     assert {k: v.shape[0] for k, v in features.items()} == {k: 16 for k in features.files}
     # the training mix's factors, per train sample, for the per-bin density plots
@@ -215,3 +218,28 @@ def test_adaptation_mode_draws_only_the_real_sources(tiny_config) -> None:
     assert adaptation_arguments(cfg) == {"adaptation": "dann", "adaptation_args": {}, "loss_adaptation": 2.0}
     with pytest.raises(ValueError, match="data.mode=adaptation"):
         adaptation_arguments(tiny_config("adaptation.method=dann"))
+
+
+def test_train_mean_start_is_the_saved_constant(tiny_config, single_thread) -> None:
+    """model.init_estimate=train_mean: the IEF starts at the training data's constant (the one the
+    run saves), and the SMPL mean parameters stay the SMPL-mean baseline."""
+    metrics = train(tiny_config("run.run_id=train_mean_start", "model.init_estimate=train_mean",
+                                "trainer.max_epochs=1", "trainer.limit_train_batches=2"))
+    run = Path(metrics["run_dir"])
+    constant = load_run_constant(run)
+    system = HMRSystem.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
+    start = system.head.init_pose.reshape(24, 6)
+    expected = torch.as_tensor(constant.rotmat())[:, :, :2].reshape(24, 6)
+    torch.testing.assert_close(start, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(system.head.init_shape.reshape(10), torch.as_tensor(constant.betas, dtype=torch.float32))
+    assert metrics["mean_pose_baseline"]["wild_test"]["mpjpe"] != pytest.approx(
+        metrics["constant_baseline"]["wild_test"]["mpjpe"], rel=1e-3)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (("model.init_estimate=nosuch",), "model.init_estimate"),
+    (("model.init_estimate=train_mean", "model.init_checkpoint=some.ckpt"), "exclude each other"),
+])
+def test_init_estimate_is_checked_before_any_work(tiny_config, overrides, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        train(tiny_config("run.run_id=never", *overrides))

@@ -142,6 +142,10 @@ class ModelConfig:
     # part_labels) | batch (only labels the data provides)
     part_labels: str = "render_gt"
     head_dropout: float = 0.5  # dropout after each hidden layer of the IEF head (SPIN: 0.5)
+    # Where the IEF starts: smpl_mean_params (the body directory's file, SPIN's) | train_mean (the
+    # training data's best constant: mean pose and betas as the sampler mixes the sources; HMR's
+    # mean parameters were its training data's mean). A fine-tuned head keeps its own start.
+    init_estimate: str = "smpl_mean_params"
     supervision: str = "both"  # both | keypoints | smpl (paper Table 8)
     # Train sources the supervision toggle applies to (Table 8: the GTA source); null = all of them.
     supervision_sources: Optional[List[str]] = None

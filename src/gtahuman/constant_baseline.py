@@ -92,6 +92,11 @@ class ConstantPrediction:
     def betas_tensor(self) -> torch.Tensor:
         return torch.as_tensor(np.asarray(self.betas), dtype=torch.float32)
 
+    def as_estimate(self) -> dict[str, list]:
+        """``{'pose': (24, 3), 'betas': (10,)}`` as plain lists: `HMRSystem`'s ``initial_estimate``
+        (a hyper-parameter, so it travels in the checkpoint as numbers)."""
+        return {"pose": np.asarray(self.pose, np.float64).tolist(), "betas": np.asarray(self.betas, np.float64).tolist()}
+
     def to_json(self) -> dict[str, Any]:
         return {"pose_axis_angle": np.asarray(self.pose).tolist(), "betas": np.asarray(self.betas).tolist(),
                 "draws": int(self.draws), "draws_by_source": dict(self.draws_by_source)}

@@ -258,9 +258,25 @@ def adaptation_arguments(cfg: DictConfig) -> dict[str, Any]:
                 loss_adaptation=a.weight, **online)
 
 
+INIT_ESTIMATES = ("smpl_mean_params", "train_mean")
+
+
+def check_init_estimate(cfg: DictConfig) -> None:
+    """``model.init_estimate`` names a known start, and a fine-tuned head keeps its own."""
+    value = cfg.model.init_estimate
+    if value not in INIT_ESTIMATES:
+        raise ValueError(f"config key 'model.init_estimate' must be one of {INIT_ESTIMATES}, got {value!r}")
+    if value == "train_mean" and cfg.model.init_checkpoint:
+        raise ValueError("config keys 'model.init_estimate=train_mean' and 'model.init_checkpoint' exclude each "
+                         "other: a fine-tuned head starts where its checkpoint's head starts; set "
+                         "model.init_estimate=smpl_mean_params")
+
+
 def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None,
-                 world_size: int | None = None) -> HMRSystem:
-    return HMRSystem(**system_arguments(cfg, body_dir, [s.name for s in dm.train_sources], prior_path, world_size))
+                 world_size: int | None = None, initial_estimate: dict[str, list] | None = None) -> HMRSystem:
+    """``initial_estimate``: the IEF's start (model.init_estimate=train_mean: the training data's constant)."""
+    return HMRSystem(**system_arguments(cfg, body_dir, [s.name for s in dm.train_sources], prior_path, world_size),
+                     initial_estimate=initial_estimate)
 
 
 def build_trainer(cfg: DictConfig, run: RunDir,
@@ -311,6 +327,10 @@ def write_predictions(out: Path, results: dict[str, dict[str, np.ndarray]], sets
         ids = rows["sample_id"].astype(np.int64)
         for column in FACTOR_COLUMNS + ("sequence_id", "frame_id"):
             rows[f"factor_{column}" if column in FACTOR_COLUMNS else column] = np.asarray(index[column])[ids]
+        if "has_smpl" in index:  # the truth beside the prediction: spread and correlation (analysis.learning)
+            rows["gt_pose"] = np.concatenate([np.asarray(index["smpl_global_orient"])[ids],
+                                              np.asarray(index["smpl_body_pose"])[ids]], axis=1).astype(np.float32)
+            rows["gt_has_smpl"] = np.asarray(index["has_smpl"])[ids]
         features = {k: rows.pop(k) for k in list(rows) if k.startswith("feature")}
         np.savez(out / f"{name}.npz", **rows)
         if features:
@@ -394,6 +414,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         return train_video(cfg)
     if cfg.task != "image":
         raise ValueError(f"config key 'task' must be 'image' or 'video', got {cfg.task!r}")
+    check_init_estimate(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     body_dir = ensure_assets(cfg)
     dm = build_datamodule(cfg, body_dir)
@@ -409,12 +430,15 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     trainer, best = build_trainer(cfg, run, callbacks)
     if trainer.is_global_zero:
         write_train_factors(run.path / "train_factors.npz", dm.train_sources)
-    system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size)
     # The best constant of the training data, from the epoch-0 plan before fitting (every rank
-    # derives the same plan, so each computes the same constant); rank 0 saves it.
-    constant = constant_from_datamodule(dm) if cfg.data.test else None
+    # derives the same plan, so each computes the same constant); rank 0 saves it. It is the
+    # baseline of every test set, and with model.init_estimate=train_mean the IEF's start.
+    start_at_mean = cfg.model.init_estimate == "train_mean"
+    constant = constant_from_datamodule(dm) if cfg.data.test or start_at_mean else None
     if constant is not None and rank == 0:
         constant.save(run.path / CONSTANT_FILE)
+    initial = constant.as_estimate() if start_at_mean and constant is not None else None
+    system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size, initial_estimate=initial)
     ckpt = None
     if cfg.run.resume:
         if run.last_checkpoint.is_file():

@@ -33,12 +33,15 @@ from gtahuman.adaptation.sim2real import Sim2RealTransform, translate_synthetic_
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.fast_joints import FastJoints54
 from gtahuman.body.smpl import BodyModel, BodyOutput
+from gtahuman.body.rotations import axis_angle_to_matrix, rot6d_to_matrix
 from gtahuman.models import (
     REGRESSORS,
     HMRHead,
     HMROutput,
     SMPLPoseDiscriminator,
     build_backbone,
+    default_mean_params,
+    load_mean_params,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
@@ -60,6 +63,20 @@ SUPERVISION = ("both", "keypoints", "smpl")
 # SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
 # field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
 SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
+
+
+def estimate_as_mean_params(estimate: Mapping[str, Any], smpl_mean: Mapping[str, Any]) -> dict[str, Any]:
+    """An IEF starting estimate ``{'pose': (24, 3) axis-angle, 'betas': (10,)}`` (e.g. the training
+    data's best constant, `gtahuman.constant_baseline`) in the mean-parameters layout of
+    `HMRHead` (pose as 24 x 6D, row-major first two columns), with the camera of ``smpl_mean``."""
+    try:
+        pose = torch.as_tensor(estimate["pose"], dtype=torch.float64).reshape(24, 3)
+        betas = torch.as_tensor(estimate["betas"], dtype=torch.float32).reshape(10)
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise ValueError("HMRSystem: initial_estimate must be {'pose': 24 x 3 axis-angle, 'betas': 10 values}; "
+                         f"got keys {sorted(estimate)} ({err})") from None
+    rot6d = axis_angle_to_matrix(pose)[:, :, :2].reshape(-1).float()
+    return {"pose": rot6d.numpy(), "shape": betas.numpy(), "cam": smpl_mean["cam"]}
 
 
 class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
@@ -87,6 +104,11 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     ``part_labels='render_gt'``, on labels rasterised from the ground-truth mesh of samples with
     SMPL (`render_part_labels`); PARE's weight is 60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
     ``regressor_args``: extra keyword arguments of the ``arch``'s builder.
+    ``initial_estimate``: where the iterative regressor starts, ``{'pose': (24, 3) axis-angle,
+    'betas': (10,)}``; None = the body directory's SMPL mean parameters. HMR's mean parameters
+    were the mean of its own training data: the training data's best constant
+    (`gtahuman.constant_baseline`, config ``model.init_estimate=train_mean``) is that start for
+    any data, so the network learns what differs from the constant, not the constant itself.
     """
 
     def __init__(
@@ -136,6 +158,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         regressor_args: dict[str, Any] | None = None,
         loss_parts: float = 60.0,
         part_labels: str = "render_gt",
+        initial_estimate: dict[str, list] | None = None,
     ) -> None:
         super().__init__()
         # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
@@ -149,14 +172,19 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         self.focal_length = SPIN_FOCAL * img_res / SPIN_CROP_RES
         assets = check_body_model_dir(body_model_dir, genders=("neutral",), load_models=False)
         self.is_toy_body = assets.is_toy
+        smpl_mean = load_mean_params(assets.mean_params) if assets.mean_params else default_mean_params()
+        # The SMPL mean parameters stay the "SMPL mean params" baseline whatever the IEF starts from.
+        self._smpl_mean = (rot6d_to_matrix(torch.from_numpy(smpl_mean["pose"]).reshape(24, 6)),
+                           torch.from_numpy(smpl_mean["shape"]))
+        start = smpl_mean if initial_estimate is None else estimate_as_mean_params(initial_estimate, smpl_mean)
         if arch == "hmr":
             self.backbone = build_backbone(backbone, **(backbone_args or {}))
-            self.head = HMRHead(self.backbone.feature_dim, mean_params=assets.mean_params, n_iter=n_iter,
+            self.head = HMRHead(self.backbone.feature_dim, mean_params=start, n_iter=n_iter,
                                dropout=head_dropout)
             feature_dim = self.backbone.feature_dim
         else:
             self.regressor = REGRESSORS.build(arch, backbone=backbone, backbone_args=dict(backbone_args or {}),
-                                              mean_params=assets.mean_params, n_iter=n_iter, img_res=img_res,
+                                              mean_params=start, n_iter=n_iter, img_res=img_res,
                                               **dict(regressor_args or {}))
             # Aliases, not sub-modules (weights live once, under regressor.*), so that evaluation
             # can read head.init_pose / init_shape whatever the arch.

@@ -246,8 +246,12 @@ class HMREvaluationMixin:
         return self.constant_baselines(batches, {"constant": (rotmat, betas)}, protocol)["constant"]
 
     def smpl_mean_params(self) -> tuple[Tensor, Tensor]:
-        """The head's SMPL mean parameters (``init_pose`` as (24, 3, 3), ``init_shape`` (10,)):
-        upright and facing the camera, whatever the training data."""
+        """The body directory's SMPL mean parameters (pose (24, 3, 3), betas (10,)): upright and
+        facing the camera, whatever the training data, and whatever the head starts from
+        (``initial_estimate``); a system without them (a bare mixin) reads the head's start."""
+        if hasattr(self, "_smpl_mean"):
+            rotmat, betas = self._smpl_mean
+            return rotmat.float().to(self.head.init_pose.device), betas.float().to(self.head.init_pose.device)
         return rot6d_to_matrix(self.head.init_pose.reshape(24, 6).float()), self.head.init_shape.reshape(10)
 
     def mean_pose_baseline(self, batches: Iterable[Mapping[str, Tensor]],
