@@ -24,13 +24,17 @@ how well mesh and keypoints agree.
 from __future__ import annotations
 
 import argparse
+import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gtahuman.data.draw_samples import DrawnSheet, draw_samples
+from gtahuman.data.formats.errors import DataFormatError
+from gtahuman.data.formats.safe_pickle import safe_load_npz
 from gtahuman.data.index import SampleIndex
 
 KINDS = ("gta_raw", "spin_npz", "humandata")
@@ -71,10 +75,13 @@ def sample_image_paths(kind: str, path: str | Path, count: int = 3) -> list[str]
         names = sorted(p.stem for p in (path / "annotations").glob("seq_*.pkl"))
         picks = [names[i] for i in sorted({0, len(names) // 2, len(names) - 1})] if names else []
         return [f"images/{name}/{0:08d}.jpeg" for name in picks[:count]]
-    with np.load(path, allow_pickle=True) as npz:
-        if IMAGE_KEYS[kind] not in npz.files:
-            return []
-        names = np.asarray(npz[IMAGE_KEYS[kind]]).reshape(-1)
+    try:  # object members go through the restricted unpickler: nothing in the file runs
+        members = safe_load_npz(path, keys=(IMAGE_KEYS[kind],))
+    except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, EOFError, TypeError) as exc:
+        raise DataFormatError(path, None, f"a {kind} annotation (.npz archive)", f"unreadable file ({exc!r})") from None
+    if IMAGE_KEYS[kind] not in members:
+        return []
+    names = np.asarray(members[IMAGE_KEYS[kind]]).reshape(-1)
     if not len(names):
         return []
     rows = sorted({0, len(names) // 2, len(names) - 1})[:count]

@@ -3,8 +3,9 @@
 Every problem found in a file is raised as :class:`DataFormatError`, whose message always names
 the file, the key (or index) and what was expected, so a user with a 20,000-file download can
 find the one bad file. The helpers here turn raw values into float32 arrays with those checks,
-:func:`read_npz` opens an archive with one clear error for every way it can be broken, and
-:func:`atomic_output` makes writers leave either the old file or the complete new one.
+:func:`read_npz` opens an archive with one clear error for every way it can be broken (and
+never runs code from it), and :func:`atomic_output` makes writers leave either the old file
+or the complete new one.
 """
 from __future__ import annotations
 
@@ -124,21 +125,27 @@ def check_lengths_agree(
 
 
 def read_npz(path: str | os.PathLike, what: str) -> dict[str, Any]:
-    """All members of the ``.npz`` at ``path`` (pickled objects allowed; 0-d arrays kept).
+    """All members of the ``.npz`` at ``path`` (0-d arrays kept).
 
+    Object members (dicts, strings pickled by ``savez``) are unpickled by
+    :mod:`gtahuman.data.formats.safe_pickle`, which admits numpy arrays and plain containers
+    only: a member that would import anything else raises ``UnsafePickleError`` (a
+    DataFormatError naming the file, the key and the refused global) and nothing of it runs.
     A missing file raises FileNotFoundError; anything that is not a complete npz archive
     (a plain .npy, a truncated zip, a corrupt member) raises DataFormatError.
     """
+    from gtahuman.data.formats.safe_pickle import safe_load_npz, safe_read_npy  # imports this module
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
     try:
-        loaded = np.load(path, allow_pickle=True)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataFormatError(path, None, f"{what} (.npz archive)", describe(loaded))
-        with loaded as npz:
-            return {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, ValueError, OSError, EOFError) as exc:
+        with open(path, "rb") as handle:
+            if handle.read(6) == b"\x93NUMPY":
+                handle.seek(0)
+                raise DataFormatError(path, None, f"{what} (.npz archive)", describe(safe_read_npy(handle, path)))
+        return safe_load_npz(path)
+    except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, ValueError, TypeError, OSError, EOFError) as exc:
         if isinstance(exc, DataFormatError):
             raise
         raise DataFormatError(path, None, f"{what} (.npz archive)", f"unreadable file ({exc!r})") from None

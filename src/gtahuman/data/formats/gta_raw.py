@@ -35,6 +35,7 @@ from gtahuman.data.formats.errors import (
     describe,
     require_keys,
 )
+from gtahuman.data.formats.safe_pickle import safe_load_npz, safe_load_pickle, safe_read_npy
 
 ANNOTATION_KEYS = (
     "keypoints_2d", "keypoints_3d", "occ", "self_occ", "fov", "is_male", "weather", "daytime",
@@ -134,22 +135,29 @@ def list_sequences(root: str | os.PathLike) -> list[str]:
 # What a truncated or foreign file raises while being unpickled / unzipped.
 _UNREADABLE = (
     pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, OSError, AttributeError, ImportError,
+    TypeError,
 )
 
 
 def _load_annotation_file(path: Path) -> dict[str, Any]:
-    """Unpickle (latin1, as the converter does) or np.load an npz/npy stored under .pkl."""
+    """Unpickle (latin1, as the converter does) or read an npz/npy stored under .pkl.
+
+    Every pickle goes through :mod:`~gtahuman.data.formats.safe_pickle`: numpy arrays and plain
+    containers load, anything else raises ``UnsafePickleError`` naming the file and the refused
+    global, and no code from the file runs.
+    """
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
             f.seek(0)
             if magic.startswith(b"PK"):  # an npz archive saved with a .pkl name
-                with np.load(f, allow_pickle=True) as npz:
-                    content: Any = {k: npz[k] for k in npz.files}
+                content: Any = safe_load_npz(f, path)
             elif magic == b"\x93NUMPY":  # a dict saved with np.save
-                content = np.load(f, allow_pickle=True)
+                content = safe_read_npy(f, path)
             else:
-                content = pickle.load(f, encoding="latin1")
+                content = safe_load_pickle(f, path)
+    except DataFormatError:
+        raise
     except _UNREADABLE as exc:
         raise DataFormatError(path, None, "a complete pickled annotation dict", f"unreadable file ({exc!r})") from None
     if isinstance(content, np.ndarray) and content.dtype == object and content.ndim == 0:

@@ -4,8 +4,9 @@ A HumanData file (reference/mmhuman3d.md section 1) is one ``np.savez_compressed
 one sample per (image, person): ``image_path``, ``bbox_xywh`` (N,5), ``keypoints2d`` (N,K,3),
 ``keypoints3d`` (N,K,4) with per-joint masks and conventions, an ``smpl`` dict, a ``meta`` dict,
 a ``config`` string, and three dunder keys (``__data_len__``, ``__key_strict__``,
-``__keypoints_compressed__``). Dicts and strings are stored as 0-d object arrays, hence
-``allow_pickle``. K is 190 (the ``human_data`` convention); a compressed file keeps only the
+``__keypoints_compressed__``). Dicts and strings are stored as 0-d object arrays (pickles),
+read back by the restricted unpickler of :mod:`~gtahuman.data.formats.safe_pickle` (numpy arrays
+and plain containers only; loading never runs code from the file). K is 190 (the ``human_data`` convention); a compressed file keeps only the
 mask==1 columns, in ascending index order, and is zero-padded back here on load.
 
 GTA files from the public converter carry NaN/inf in the projected OpenPose slots and a mask
