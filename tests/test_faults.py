@@ -4,7 +4,7 @@ of docs/RELIABILITY.md that no other test file covers (the table cites those for
 * disk full while a checkpoint is written: simulated by a ``torch.save`` that writes half the bytes
   and raises OSError(ENOSPC); the previous last.ckpt must survive intact and resume the run;
 * a cut-short checkpoint at resume, a resume with another per-process batch: errors naming the file
-  or the setting;
+  or the setting, and the run's record (config.yaml, git_commit.txt, resumes.yaml) left as it was;
 * NaN weights in ``model.init_checkpoint``: the run stops at the first step, before a checkpoint;
 * a wrong body-model directory and a config typo: refused before any work, naming the fix.
 """
@@ -21,10 +21,18 @@ import torch
 
 from experiments.run import main as run_main
 from gtahuman.body.assets import BodyAssetError
+from gtahuman.rundir import RunDir
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.train import StopOnNonFiniteLoss, ensure_assets, system_arguments, train
 
 SHORT = ("data.epoch_length=32", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=2")  # 4 steps/epoch
+
+
+RECORD = ("config.yaml", "git_commit.txt", "resumes.yaml")  # what a run directory says about its settings
+
+
+def record_bytes(run: Path) -> dict[str, bytes]:
+    return {name: (run / name).read_bytes() for name in RECORD}
 
 
 def disk_full_after(successful_saves: int, real_save=torch.save):
@@ -55,8 +63,10 @@ def disk_full_run(tiny_config, single_thread) -> dict:
     last = run / "checkpoints" / "last.ckpt"
     survivor = torch.load(last, map_location="cpu", weights_only=False)
     leftovers = sorted(p.name for p in last.parent.iterdir() if p.name != "last.ckpt")
+    first_config = (run / "config.yaml").read_bytes()
     resumed = train(tiny_config(*SHORT, "run.run_id=disk-full", "run.resume=true"))
-    return {"failure": failure.value, "survivor": survivor, "leftovers": leftovers, "resumed": resumed, "run": run}
+    return {"failure": failure.value, "survivor": survivor, "leftovers": leftovers, "resumed": resumed, "run": run,
+            "first_config": first_config}
 
 
 def test_disk_full_keeps_the_previous_checkpoint_and_the_run_resumes_from_it(disk_full_run) -> None:
@@ -66,23 +76,29 @@ def test_disk_full_keeps_the_previous_checkpoint_and_the_run_resumes_from_it(dis
     assert survivor["MixedDataModule"]["samplers"]["train"]["consumed"] == 2 * 8
     assert disk_full_run["leftovers"] == []  # the half-written temporary file was removed
     assert disk_full_run["resumed"]["global_step"] == 8  # resumed from step 2 and finished both epochs
+    run = disk_full_run["run"]
+    assert (run / "config.yaml").read_bytes() == disk_full_run["first_config"]  # the resume kept it
+    assert [e["differs_from_config_yaml"] for e in RunDir(run).read_resumes()] == [{}]  # same settings
 
 
 def test_a_cut_checkpoint_is_named_at_resume(disk_full_run, tiny_config, tmp_path) -> None:
     last = disk_full_run["run"] / "checkpoints" / "last.ckpt"
-    intact = last.read_bytes()
+    intact, before = last.read_bytes(), record_bytes(disk_full_run["run"])
     try:
         last.write_bytes(intact[: len(intact) // 3])
         with pytest.raises(RuntimeError, match=r"last\.ckpt: not a readable checkpoint .* cut short"):
             train(tiny_config(*SHORT, "run.run_id=disk-full", "run.resume=true", "trainer.max_epochs=3"))
     finally:
         last.write_bytes(intact)
+    assert record_bytes(disk_full_run["run"]) == before  # the refused max_epochs=3 is recorded nowhere
 
 
 def test_resume_with_another_per_process_batch_is_refused(disk_full_run, tiny_config) -> None:
+    before = record_bytes(disk_full_run["run"])
     with pytest.raises(ValueError, match="taken with 8 samples per rank and batch, this run has 4"):
         train(tiny_config(*SHORT, "run.run_id=disk-full", "run.resume=true", "trainer.max_epochs=3",
                           "data.batch_size=4"))
+    assert record_bytes(disk_full_run["run"]) == before  # config.yaml still says batch 8, as the checkpoints
 
 
 def test_nan_weights_in_the_init_checkpoint_stop_the_run_before_any_checkpoint(tiny_config, tmp_path,

@@ -33,6 +33,7 @@ from gtahuman.constant_baseline import CONSTANT_FILE, load_run_constant
 from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule
 from gtahuman.data.index import SampleIndex
 from gtahuman.evaluation import get_protocol
+from gtahuman.rundir import RunDir
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.train import ensure_assets, format_results, prepare_source, train
 
@@ -58,8 +59,10 @@ def runs(tiny_config, single_thread) -> dict[str, Any]:
 
 def test_run_directory_holds_config_commit_checkpoints_metrics_predictions(runs) -> None:
     run, metrics = runs["run"], runs["resumed"]
-    saved_cfg = OmegaConf.load(run / "config.yaml")
-    assert saved_cfg.run.run_id == "main" and saved_cfg.data.miniworld == "tiny" and saved_cfg.trainer.max_epochs == 4
+    saved_cfg = OmegaConf.load(run / "config.yaml")  # the first session's settings; the resume is recorded beside it
+    assert saved_cfg.run.run_id == "main" and saved_cfg.data.miniworld == "tiny" and saved_cfg.trainer.max_epochs == 2
+    assert [e["differs_from_config_yaml"] for e in RunDir(run).read_resumes()] == [
+        {"trainer.max_epochs": {"was": 2, "now": 4}}]
     assert len((run / "git_commit.txt").read_text().strip()) >= 7
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
     assert metrics["tested_checkpoint"] == "best.ckpt" and metrics["protocols"] == {"wild_test": "miniworld"}

@@ -54,7 +54,7 @@ class RunConfig:
     seed: int = 0
     # Runs land in <output_root>/<experiment>/<run_id>/ (see gtahuman.rundir).
     output_root: str = "checkpoints"
-    run_id: Optional[str] = None  # default: a timestamp
+    run_id: Optional[str] = None  # default: the start time plus a random suffix (gtahuman.rundir)
     resume: bool = False  # continue <run_id> from its last checkpoint
     # Generated assets (toy body model, mini world, crop caches) live here, never in a run dir.
     cache_dir: str = ".cache/gtahuman"

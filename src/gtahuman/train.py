@@ -52,7 +52,7 @@ from gtahuman.run_callbacks import (  # noqa: F401
     StopOnNonFiniteLoss,
 )
 from gtahuman.results_table import format_results, ratios_to_constant  # noqa: F401  (callers import them here)
-from gtahuman.rundir import RunDir, attach_log, create_run_dir
+from gtahuman.rundir import RunDir, attach_log, create_run_dir, resume_record_callbacks
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.systems.results import gather_rows
 
@@ -388,9 +388,11 @@ RUN_ID_ENV = "GTAHUMAN_RUN_ID"  # rank 0's run id, inherited by the processes Li
 def open_run_dir(cfg: DictConfig, rank: int) -> RunDir:
     """Rank 0 creates (or reopens) the run directory; other ranks (every process runs train())
     only join it, by the same run id: ``run.run_id``, else the one rank 0 exported before
-    Lightning started them. Under torchrun / srun all ranks start at once: give run.run_id."""
+    Lightning started them. Under torchrun / srun all ranks start at once: give run.run_id.
+    A resume's record (resumes.yaml) waits for the checkpoint to be accepted: pass
+    ``resume_record_callbacks(run)`` to the Trainer."""
     if rank == 0:
-        run = create_run_dir(cfg)
+        run = create_run_dir(cfg, defer_resume_record=True)
         os.environ[RUN_ID_ENV] = cfg.run.run_id
         return run
     run_id = cfg.run.run_id or os.environ.get(RUN_ID_ENV)
@@ -427,7 +429,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         prior_path = run.path / "prior_poses.npz"
         prior = write_prior_poses(dm, list(cfg.model.prior_sources), prior_path) if rank == 0 else \
             (str(prior_path) if cfg.model.prior_sources else None)
-    trainer, best = build_trainer(cfg, run, callbacks)
+    trainer, best = build_trainer(cfg, run, [*callbacks, *resume_record_callbacks(run)])  # resumes.yaml once accepted
     if trainer.is_global_zero:
         write_train_factors(run.path / "train_factors.npz", dm.train_sources)
     # The best constant of the training data, from the epoch-0 plan before fitting (every rank
