@@ -18,6 +18,7 @@ import warnings
 from omegaconf import DictConfig
 
 from gtahuman.config import ConfigError, load_config
+from gtahuman.config_checks import validate_config
 
 OPTIONS = ("--prepare", "--no-step", "--steps")
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in rest if not a.startswith("--")]
     try:
         cfg = load_config(overrides)
+        validate_config(cfg)  # a bad value is a config error (exit 2), before any file is looked at
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

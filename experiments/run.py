@@ -6,6 +6,10 @@ to two baselines (the training data's best constant prediction and the SMPL mean
 `gtahuman.results_table`). ``experiment=NAME`` picks experiments/configs/experiment/NAME.yaml;
 ``key=value`` overrides any config key (a typo is an error naming the key). ``--list`` shows the
 experiments and ``--print-config`` the resolved config without running.
+
+Every value is checked before any work (`gtahuman.config_checks`: ranges, registry names, keys
+that must agree): a bad one exits with status 2 and a message naming the key, its value and what
+was expected, without generating, preparing or writing anything (``--print-config`` included).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 import warnings
 
 from gtahuman.config import ConfigError, experiment_names, load_config, require_complete, to_yaml
+from gtahuman.config_checks import validate_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--print-config"]
     try:
         cfg = load_config(args)
+        validate_config(cfg)  # ranges, registry names, mode agreement: before any work
         if not show_only and not cfg.dry_run:
             require_complete(cfg)  # a real-data row without body.model_dir etc. stops here, clearly
     except ConfigError as err:
@@ -42,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     from gtahuman.train import format_results, train  # heavy imports only when running
 
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except ConfigError as err:  # a value only training can judge (e.g. a video row's sources)
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
     print()
     print(format_results(metrics))
     print(f"run directory: {metrics['run_dir']}  (wall time {metrics['wall_time_s']:.0f} s)")

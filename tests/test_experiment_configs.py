@@ -1,7 +1,7 @@
 """Every experiment config (one per paper row, real-data and mini-world versions) builds.
 
-No training and no data: each config is loaded and validated, its named components are checked
-against their registries, and the exact keyword arguments ``train()`` would pass are used to
+No training and no data: each config is loaded and validated (`validate_config`: ranges,
+registry names, agreeing keys), its named components are checked against their registries, and the exact keyword arguments ``train()`` would pass are used to
 construct the HMRSystem (toy body model in place of ``body.model_dir``, no weight files), the
 MixedDataModule (placeholder index paths) and the train sampler (a synthetic ``sources`` array
 with the real datasets' rough sizes). The paper's BT / FT hyper-parameters are checked on the
@@ -18,6 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gtahuman.config import ConfigError, experiment_names, load_config, require_complete
+from gtahuman.config_checks import validate_config
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.prepare_sources import SOURCES
 from gtahuman.data.samplers import SAMPLERS, describe
@@ -49,6 +50,7 @@ def filled(name: str, toy_body: Path):
     if OmegaConf.is_missing(cfg.video, "frame_checkpoint"):
         cfg.video.frame_checkpoint = "/not/read/before/fit.ckpt"
     require_complete(cfg)
+    validate_config(cfg)  # every value in range, every name registered, mode and keys agree
     return cfg
 
 

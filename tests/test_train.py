@@ -241,7 +241,7 @@ def test_train_mean_start_is_the_saved_constant(tiny_config, single_thread) -> N
 
 @pytest.mark.parametrize("overrides, match", [
     (("model.init_estimate=nosuch",), "model.init_estimate"),
-    (("model.init_estimate=train_mean", "model.init_checkpoint=some.ckpt"), "exclude each other"),
+    (("model.init_estimate=train_mean", "model.init_checkpoint=some.ckpt"), "model.init_estimate=train_mean"),
 ])
 def test_init_estimate_is_checked_before_any_work(tiny_config, overrides, match) -> None:
     with pytest.raises(ValueError, match=match):

@@ -3,6 +3,9 @@
 ``python -m experiments.check [experiment=NAME] [key=value ...]`` (or ``experiments.run ...
 dry_run=true``) prints the report. Nothing is trained and no run directory is written. In order:
 
+0. every value (`gtahuman.config_checks`: ranges, registry names, keys that must agree); when one
+   is invalid the report lists them and stops there, before any world is generated or file read
+   (the commands refuse such a config earlier still, with exit status 2);
 1. values the user must give (``???``: ``body.model_dir``, ``model.init_checkpoint`` ...);
 2. the body model: every expected file of ``body.model_dir`` by name, then the model loads and
    poses (on the mini world, the world is generated first and its body is used, as in training);
@@ -37,6 +40,7 @@ from gtahuman.body.assets import (
     find_model_file,
 )
 from gtahuman.config import MISSING_HINTS
+from gtahuman.config_checks import config_problems
 from gtahuman.data.check import (
     KINDS,
     annotation_rows,
@@ -290,8 +294,12 @@ def check(cfg: DictConfig, *, prepare: bool | None = None, steps: int = 3, measu
     for key in sorted(OmegaConf.missing_keys(cfg)):
         report.problem(key, "", f"a value is required (??? in the config): {MISSING_HINTS.get(key, 'see the config')}; "
                                 f"give it on the command line: {key}=...")
-    if cfg.task not in ("image", "video"):
-        report.problem("task", "", f"must be 'image' or 'video', got {cfg.task!r}")
+    invalid = config_problems(cfg)
+    for bad in invalid:  # the task's value among them
+        report.problem(bad.key, "", f"value {bad.shown}: expected {bad.expected}")
+    if invalid:
+        report.notes.append("files, data and the training step were not checked: fix the config values first")
+        return report
     body_dir = check_body(cfg, report)
     check_files(cfg, report)
     prepare = bool(cfg.data.miniworld) if prepare is None else prepare

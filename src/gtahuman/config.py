@@ -16,6 +16,11 @@ single entries (a real-only row). Overlays whose name starts with ``_`` are frag
 
 A value of ``???`` (OmegaConf's MISSING) is one the user must give, e.g. ``body.model_dir`` of a
 real-data row; ``require_complete`` (called before any work) names every such key.
+
+The schema checks keys and types; the values themselves (ranges, registry names, keys that must
+agree, e.g. ``data.real_ratio`` with ``data.mode=adaptation``) are checked by
+`gtahuman.config_checks.validate_config`, which the commands call right after ``load_config``
+and ``train()`` calls first.
 """
 from __future__ import annotations
 

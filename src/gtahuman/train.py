@@ -50,6 +50,9 @@ from gtahuman.run_callbacks import (  # noqa: F401
     ResumableCSVLogger,
     StepSeeding,
     StopOnNonFiniteLoss,
+    StopOnSignal,
+    resume_command,
+    signal_guard,
 )
 from gtahuman.results_table import format_results, ratios_to_constant  # noqa: F401  (callers import them here)
 from gtahuman.rundir import RunDir, attach_log, create_run_dir, resume_record_callbacks
@@ -258,18 +261,7 @@ def adaptation_arguments(cfg: DictConfig) -> dict[str, Any]:
                 loss_adaptation=a.weight, **online)
 
 
-INIT_ESTIMATES = ("smpl_mean_params", "train_mean")
-
-
-def check_init_estimate(cfg: DictConfig) -> None:
-    """``model.init_estimate`` names a known start, and a fine-tuned head keeps its own."""
-    value = cfg.model.init_estimate
-    if value not in INIT_ESTIMATES:
-        raise ValueError(f"config key 'model.init_estimate' must be one of {INIT_ESTIMATES}, got {value!r}")
-    if value == "train_mean" and cfg.model.init_checkpoint:
-        raise ValueError("config keys 'model.init_estimate=train_mean' and 'model.init_checkpoint' exclude each "
-                         "other: a fine-tuned head starts where its checkpoint's head starts; set "
-                         "model.init_estimate=smpl_mean_params")
+INIT_ESTIMATES = ("smpl_mean_params", "train_mean")  # model.init_estimate (checked in config_checks)
 
 
 def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None,
@@ -291,7 +283,9 @@ def build_trainer(cfg: DictConfig, run: RunDir,
                            mode="min", save_top_k=1 if has_val else 0, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=run.last_checkpoint.stem, monitor=None,
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    extra: list[L.Callback] = [StepSeeding(cfg.run.seed), StopOnNonFiniteLoss(run.last_checkpoint)]
+    extra: list[L.Callback] = [StepSeeding(cfg.run.seed), StopOnNonFiniteLoss(run.last_checkpoint),
+                               # SIGINT / SIGTERM: last.ckpt between steps, the resume command, exit 130 / 143
+                               StopOnSignal(run.last_checkpoint, *resume_command(cfg))]
     if t.checkpoint_every_n_steps:  # mid-epoch last.ckpt too (Lightning wants a second callback for it)
         extra.append(ModelCheckpoint(dirpath=run.checkpoint_dir, filename=run.last_checkpoint.stem, monitor=None,
                                      save_top_k=1, every_n_train_steps=t.checkpoint_every_n_steps,
@@ -409,6 +403,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     """Run one experiment described by ``cfg`` (see gtahuman.config); returns its metrics.
     ``callbacks``: extra Lightning callbacks for the fit (a sweep's validation reporter / pruner)."""
     start = time.time()
+    from gtahuman.config_checks import validate_config
+
+    validate_config(cfg)  # every value, before any work (cheap): sweeps and tests call train() directly
     require_complete(cfg)
     if cfg.task == "video":
         from gtahuman.video.train import train_video
@@ -416,7 +413,6 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         return train_video(cfg)
     if cfg.task != "image":
         raise ValueError(f"config key 'task' must be 'image' or 'video', got {cfg.task!r}")
-    check_init_estimate(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     body_dir = ensure_assets(cfg)
     dm = build_datamodule(cfg, body_dir)
@@ -448,7 +444,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
             logger.info("resuming from %s", ckpt)
         else:  # interrupted before its first checkpoint: nothing to continue from
             logger.warning("run.resume=true but %s does not exist; training from the start", run.last_checkpoint)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), signal_guard(trainer):  # SIGINT / SIGTERM: run_callbacks.StopOnSignal
         if ckpt:  # a resumed run's checkpoint folder is expected to hold checkpoints
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
             # MixedDataModule restores its samplers' position itself (its state_dict travels in the checkpoint)
@@ -464,7 +460,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     if constant is not None:
         metrics["constant_prediction"] = {**constant.to_json(), "file": CONSTANT_FILE}
     if cfg.data.test:
-        metrics.update(evaluate_test_sets(trainer, system, dm, test_ckpt, constant))
+        with signal_guard(trainer):
+            metrics.update(evaluate_test_sets(trainer, system, dm, test_ckpt, constant))
         if rank == 0:
             write_predictions(run.path / "predictions", system.test_results, dm.test_sets)
     metrics["bad_samples"] = dm.bad_sample_count
