@@ -8,6 +8,10 @@ many, to share one study (docs/SWEEPS.md); a killed worker's trial is re-run by 
 
 ``--list`` shows the sweeps, ``--print-config`` the resolved sweep config, ``--report`` rewrites
 the trial table, best trial and heat map of an existing study without running trials.
+
+Exit status: 0 when the study has a completed trial; 1 when none completed (every trial failed,
+was not applicable or was pruned), with the first failed trial's own error, run directory and
+run.log; 2 for a config error.
 """
 from __future__ import annotations
 
@@ -48,17 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     from gtahuman.sweep.run import report_only, run_worker
 
+    failure = None
     try:
         if "--report" in flags:
             written = report_only(cfg)
         else:
-            written = run_worker(cfg).report
+            result = run_worker(cfg)
+            written, failure = result.report, result.failure
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     if "markdown" in written:
         print(written["markdown"].read_text())
     print("\n".join(f"{kind}: {path}" for kind, path in written.items()))
+    if failure:  # no trial completed: a failed sweep, with the first trial's own error
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -43,6 +43,7 @@ from gtahuman.config import require_complete
 from gtahuman.constant_baseline import CONSTANT_FILE, ConstantPrediction, constant_from_datamodule
 from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
+from gtahuman.data.dropped import dropped_at_prepare, log_dropped
 from gtahuman.data.prepare import prepare_dataset
 from gtahuman.evaluation import summarize
 from gtahuman.run_callbacks import (  # noqa: F401
@@ -420,6 +421,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     run = open_run_dir(cfg, rank)
     logger = attach_log(run) if rank == 0 else log
     logger.info("run %s: experiment %s", run.path, cfg.experiment)
+    dropped = dropped_at_prepare([*dm.train_sources, *dm.val_sets.values(), *dm.test_sets.values()])
+    log_dropped(dropped, logger)  # samples prepare left out (missing images, empty boxes): run.log names them
     prior = None
     if cfg.model.variant == "hmr":  # only the adversarial prior reads them
         prior_path = run.path / "prior_poses.npz"
@@ -465,6 +468,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         if rank == 0:
             write_predictions(run.path / "predictions", system.test_results, dm.test_sets)
     metrics["bad_samples"] = dm.bad_sample_count
+    metrics["dropped_at_prepare"] = dropped  # {source: {reason: {count, first}}}, from the manifests
     metrics["wall_time_s"] = round(time.time() - start, 1)
     if rank == 0:
         run.write_metrics(metrics)

@@ -218,7 +218,8 @@ def check_image_folders(image_root: Path, paths: np.ndarray, source: Path) -> No
 def clip_boxes(box: np.ndarray, sizes: np.ndarray, counts: Counts, paths: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Clip (N,4) boxes to their images; return (clipped, keep). Counts 'bbox_clipped' and
-    'dropped_bbox' (no area inside the image, or not finite)."""
+    'dropped_bbox' (no area inside the image, or not finite). A row without a size (size 0: its
+    image is bad, already counted as 'bad_images') is dropped but not counted again here."""
     wh = sizes.astype(np.float32)
     lo = np.clip(box[:, :2], 0, wh)
     hi = np.clip(box[:, :2] + box[:, 2:], 0, wh)
@@ -226,7 +227,8 @@ def clip_boxes(box: np.ndarray, sizes: np.ndarray, counts: Counts, paths: np.nda
     keep = np.isfinite(box).all(axis=1) & (clipped[:, 2:] > 0).all(axis=1)
     changed = keep & (np.abs(clipped - box) > 1e-3).any(axis=1)
     counts.add("bbox_clipped", changed.sum(), [str(p) for p in paths[changed]])
-    counts.add("dropped_bbox", (~keep).sum(), [str(p) for p in paths[~keep]])
+    dropped = ~keep & (sizes > 0).all(axis=1)
+    counts.add("dropped_bbox", dropped.sum(), [str(p) for p in paths[dropped]])
     return clipped, keep
 
 

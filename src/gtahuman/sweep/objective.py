@@ -139,6 +139,19 @@ def run_trial(trial: optuna.Trial, cfg: DictConfig, sweep_path: Path,
                 trial.set_user_attr(f"test/{set_name}/{name}", float(summary[name]))
     trial.set_user_attr("global_step", int(metrics["global_step"]))
     if reporter.best is None:
-        raise ValueError(f"trial {trial.number}: no finite value of {reporter.metric} was logged "
-                         f"({len(reporter.values)} validation runs); the experiment needs data.val sets")
+        raise ValueError(f"trial {trial.number}: {no_objective_reason(reporter, exp)}")
     return reporter.best
+
+
+def no_objective_reason(reporter: ValidationReporter, exp: DictConfig) -> str:
+    """Why a trial that trained gave no objective: no validation set, no validation run, or
+    only non-finite values (a diverged model), each said as it is."""
+    if reporter.values:
+        shown = ", ".join(f"{v:.4g}" for v in reporter.values[:5])
+        return (f"every value of {reporter.metric} was not finite ({len(reporter.values)} validation runs: "
+                f"{shown}); the model diverged (try a lower optim.lr)")
+    if not exp.data.val:
+        return f"the experiment '{exp.experiment}' has no data.val sets, so {reporter.metric} was never logged"
+    return (f"no validation run finished (data.val: {', '.join(exp.data.val)}; trainer.max_epochs="
+            f"{exp.trainer.max_epochs}, trainer.max_steps={exp.trainer.get('max_steps')}, "
+            f"trainer.limit_val_batches={exp.trainer.get('limit_val_batches')})")

@@ -29,11 +29,12 @@ from optuna.trial import TrialState
 
 from gtahuman.atomic import atomic_write_text
 from gtahuman.config import DEFAULT_CONFIG_DIR, require_complete
+from gtahuman.rundir import LOG_FILE
 from gtahuman.sweep.config import example_value, experiment_config, objective_metric, storage_url, sweep_dir, \
     target_trials
 from gtahuman.sweep.objective import NotApplicable, run_trial
 from gtahuman.sweep.report import write_report
-from gtahuman.sweep.study import FAIL_REASON_ATTR, WORKER_ATTR, Heartbeat, ask, budget_state, fail_and_retry, \
+from gtahuman.sweep.study import FAIL_REASON_ATTR, RUN_DIR_ATTR, WORKER_ATTR, Heartbeat, ask, budget_state, fail_and_retry, \
     file_lock, is_surplus, open_storage, open_study, recover_interrupted, requeue, worker_id
 
 
@@ -47,6 +48,8 @@ class WorkerResult:
     ran: dict[int, str] = field(default_factory=dict)  # trial number -> final state, by this worker
     recovered: list[int] = field(default_factory=list)  # interrupted trials this worker re-queued
     report: dict[str, Path] = field(default_factory=dict)
+    # set when the study has no COMPLETE trial: why (the first failed trial's error); the CLI exits 1
+    failure: str | None = None
 
 
 def prepare_data(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) -> None:
@@ -131,7 +134,32 @@ def run_worker(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR, max
     result.finished = budget_state(study)[0]
     result.report = write_report(study, cfg, path, metric)
     say(f"[sweep {cfg.name}] worker done: study {result.finished}/{target} finished; report in {path}")
+    result.failure = no_completed_trial(study, cfg.name)
     return result
+
+
+def no_completed_trial(study: optuna.Study, name: str) -> str | None:
+    """None when the study has a COMPLETE trial; else what went wrong, led by the first failed
+    trial's own error (exception type and message), its run directory and run.log: a sweep
+    whose every trial failed is a failed sweep, whatever the reason."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    states = [t.state.name for t in trials if t.state != TrialState.WAITING]
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states)) or "no trial ran"
+    lines = [f"sweep {name}: no trial completed ({counts})"]
+    failed = next((t for t in trials if t.state == TrialState.FAIL and FAIL_REASON_ATTR in t.user_attrs), None)
+    if failed is not None:
+        lines.append(f"first failed trial {failed.number}: {failed.user_attrs[FAIL_REASON_ATTR]}")
+        run_dir = failed.user_attrs.get(RUN_DIR_ATTR)
+        if run_dir:
+            log_file = Path(run_dir) / LOG_FILE
+            lines.append(f"  run directory: {run_dir}" + (f" (log: {log_file})" if log_file.is_file() else ""))
+    elif any(t.state == TrialState.FAIL for t in trials):
+        lines.append("the failed trials were interrupted (their worker died); start a worker again to re-run them")
+    elif states and all(s == TrialState.PRUNED.name for s in states):
+        lines.append("every trial was pruned: the pruner's threshold or warm-up may be too strict")
+    return "\n".join(lines)
 
 
 def report_only(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) -> dict[str, Path]:
