@@ -110,7 +110,7 @@ def test_nan_weights_in_the_init_checkpoint_stop_the_run_before_any_checkpoint(t
     state[poisoned][0] = float("nan")
     torch.save({"state_dict": state}, tmp_path / "nan_init.ckpt")
     nan_cfg = tiny_config(*SHORT, "run.run_id=nan-init", f"model.init_checkpoint={tmp_path / 'nan_init.ckpt'}",
-                          "model.init_format=suite")
+                          "model.init_format=suite", "model.init_estimate=smpl_mean_params")
     with pytest.raises(FloatingPointError, match=r"epoch 0, batch 0 .*training loss is nan.*model\.init_checkpoint"):
         train(nan_cfg)
     checkpoints = Path(nan_cfg.run.output_root) / nan_cfg.experiment / "nan-init" / "checkpoints"

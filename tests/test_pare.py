@@ -265,9 +265,11 @@ def test_import_reports_every_key_that_does_not_land() -> None:
 def test_training_steps_on_the_tiny_world_lower_the_loss(tiny_config) -> None:
     """32 steps (batch 8, 64 px): the supervised loss of un-augmented training batches of
     real_indoor and gta falls below 0.9 x the initial network's (seeds 0-4: 0.65-0.83), and so
-    does its SMPL-pose term (0.68-0.82)."""
+    does its SMPL-pose term (0.68-0.82). The bounds were set with the regressor starting at the
+    SMPL mean parameters, so that start is kept here (the quickstart's train-mean start begins
+    at the constant, whose loss 32 steps barely lower: issue 18)."""
     cfg = tiny_config("model.arch=pare", "model.backbone=hrnet_w18_small", "run.run_id=pare",
-                      "data.epoch_length=256", "trainer.max_epochs=1")
+                      "data.epoch_length=256", "trainer.max_epochs=1", "model.init_estimate=smpl_mean_params")
     metrics = train(cfg)
     assert metrics["global_step"] == 32 and np.isfinite(metrics["test"]["wild_test"]["mpjpe"])
     run = Path(metrics["run_dir"])

@@ -40,6 +40,12 @@ from gtahuman.train import ensure_assets, format_results, prepare_source, train
 STEPS_PER_EPOCH = 512 // 8  # data.epoch_length / data.batch_size of conftest.TINY_OVERRIDES
 
 
+# The learning bounds above were set with the regressor starting at the SMPL mean parameters: the
+# network must first learn the data's mean, which 256 steps do. From the quickstart's train-mean
+# start (the constant) 256 steps do not lower the held-out error yet (issue 18).
+START = "model.init_estimate=smpl_mean_params"
+
+
 def read_log(run: Path) -> list[dict[str, str]]:
     with open(run / "logs" / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -47,14 +53,14 @@ def read_log(run: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def runs(tiny_config, single_thread) -> dict[str, Any]:
-    first = train(tiny_config("run.run_id=main"))
+    first = train(tiny_config("run.run_id=main", START))
     run = Path(first["run_dir"])
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    resumed = train(tiny_config("run.run_id=main", "run.resume=true", "trainer.max_epochs=4"))
+    resumed = train(tiny_config("run.run_id=main", START, "run.resume=true", "trainer.max_epochs=4"))
     final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     samplers = [c["MixedDataModule"]["samplers"]["train"] for c in (saved, final)]
     return {"first": first, "resumed": resumed, "run": run, "saved_step": saved["global_step"],
-            "saved_epoch": saved["epoch"], "samplers": samplers, "cfg": tiny_config()}
+            "saved_epoch": saved["epoch"], "samplers": samplers, "cfg": tiny_config(START)}
 
 
 def test_run_directory_holds_config_commit_checkpoints_metrics_predictions(runs) -> None:
