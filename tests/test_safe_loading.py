@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from gtahuman.data.check import check_source, sample_image_paths
-from gtahuman.data.formats.errors import DataFormatError, read_npz
+from gtahuman.data.formats.errors import DataFormatError
+from gtahuman.data.formats.safe_pickle import read_npz
 from gtahuman.data.formats.gta_raw import ANNOTATION_KEYS, GTASequence, read_sequence, write_sequence
 from gtahuman.data.formats.humandata import HumanData, dump_humandata, load_humandata
 from gtahuman.data.formats.safe_pickle import UnsafePickleError, safe_load_pickle

@@ -3,18 +3,14 @@
 Every problem found in a file is raised as :class:`DataFormatError`, whose message always names
 the file, the key (or index) and what was expected, so a user with a 20,000-file download can
 find the one bad file. The helpers here turn raw values into float32 arrays with those checks,
-:func:`read_npz` opens an archive with one clear error for every way it can be broken (and
-never runs code from it), and :func:`atomic_output` makes writers leave either the old file
+:func:`gtahuman.data.formats.safe_pickle.read_npz` opens an archive with one clear error for
+every way it can be broken (and never runs code from it), and :func:`atomic_output` makes writers leave either the old file
 or the complete new one.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
-import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,30 +118,3 @@ def check_lengths_agree(
         elif length != expected:
             raise DataFormatError(path, key, f"{expected} rows (as {expected_from})", f"{length} rows")
     return -1 if expected is None else expected
-
-
-def read_npz(path: str | os.PathLike, what: str) -> dict[str, Any]:
-    """All members of the ``.npz`` at ``path`` (0-d arrays kept).
-
-    Object members (dicts, strings pickled by ``savez``) are unpickled by
-    :mod:`gtahuman.data.formats.safe_pickle`, which admits numpy arrays and plain containers
-    only: a member that would import anything else raises ``UnsafePickleError`` (a
-    DataFormatError naming the file, the key and the refused global) and nothing of it runs.
-    A missing file raises FileNotFoundError; anything that is not a complete npz archive
-    (a plain .npy, a truncated zip, a corrupt member) raises DataFormatError.
-    """
-    from gtahuman.data.formats.safe_pickle import safe_load_npz, safe_read_npy  # imports this module
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(6) == b"\x93NUMPY":
-                handle.seek(0)
-                raise DataFormatError(path, None, f"{what} (.npz archive)", describe(safe_read_npy(handle, path)))
-        return safe_load_npz(path)
-    except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, ValueError, TypeError, OSError, EOFError) as exc:
-        if isinstance(exc, DataFormatError):
-            raise
-        raise DataFormatError(path, None, f"{what} (.npz archive)", f"unreadable file ({exc!r})") from None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gtahuman.body.conventions import convert_keypoints, get_names
+from gtahuman.data.formats.safe_pickle import read_npz
 from gtahuman.data.formats.errors import (
     DataFormatError,
     as_float32,
@@ -32,7 +33,6 @@ from gtahuman.data.formats.errors import (
     check_lengths_agree,
     check_shape,
     describe,
-    read_npz,
 )
 
 __all__ = [

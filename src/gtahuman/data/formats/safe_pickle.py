@@ -15,12 +15,14 @@ import collections
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Collection
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from gtahuman.data.formats.errors import DataFormatError
+from gtahuman.data.formats.errors import DataFormatError, describe
 
 try:  # numpy >= 2 (numpy.core is a deprecated alias there)
     from numpy._core import multiarray as _multiarray
@@ -132,3 +134,28 @@ def safe_load_npz(file: str | os.PathLike | IO[bytes], where: str | os.PathLike 
                 member.seek(0)
                 out[key] = safe_read_npy(member, where, key)
     return out
+
+
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """All members of the ``.npz`` at ``path`` (0-d arrays kept).
+
+    Object members (dicts, strings pickled by ``savez``) are unpickled by the restricted
+    unpickler of this module, which admits numpy arrays and plain containers
+    only: a member that would import anything else raises ``UnsafePickleError`` (a
+    DataFormatError naming the file, the key and the refused global) and nothing of it runs.
+    A missing file raises FileNotFoundError; anything that is not a complete npz archive
+    (a plain .npy, a truncated zip, a corrupt member) raises DataFormatError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(6) == b"\x93NUMPY":
+                handle.seek(0)
+                raise DataFormatError(path, None, f"{what} (.npz archive)", describe(safe_read_npy(handle, path)))
+        return safe_load_npz(path)
+    except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, ValueError, TypeError, OSError, EOFError) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        raise DataFormatError(path, None, f"{what} (.npz archive)", f"unreadable file ({exc!r})") from None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gtahuman.data.formats.safe_pickle import read_npz
 from gtahuman.data.formats.errors import (
     DataFormatError,
     as_float32,
@@ -23,7 +24,6 @@ from gtahuman.data.formats.errors import (
     check_finite,
     check_lengths_agree,
     describe,
-    read_npz,
 )
 
 BOX_PIXELS_PER_SCALE = 200.0  # SPIN's scale unit: box side / 200
