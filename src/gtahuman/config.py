@@ -270,13 +270,18 @@ def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
+def did_you_mean(value: Any, names: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``names`` to a string ``value``, else ``""``."""
+    near = difflib.get_close_matches(str(value), list(names), n=1) if isinstance(value, str) else []
+    return f"; did you mean '{near[0]}'?" if near else ""
+
+
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or "?"
     if isinstance(err, ConfigKeyError):
         valid = _valid_keys(schema, key)
         leaf = key.rsplit(".", 1)[-1]
-        near = difflib.get_close_matches(leaf, valid, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
+        hint = did_you_mean(leaf, valid)
         return ConfigError(
             f"unknown config key '{key}' (from {source}); valid keys here: "
             f"{', '.join(valid) or '(none)'}{hint}"

@@ -22,7 +22,6 @@ is imported already (as in ``train()``), its live names are used.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import sys
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gtahuman.config import ConfigError
+from gtahuman.config import ConfigError, did_you_mean
 
 # kind -> (module holding the live names, attribute, snapshot of the names)
 NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -127,11 +126,6 @@ def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bo
     return f"{'<' if high_open else '<='} {_num(high)}"
 
 
-def _near(value: Any, names: Sequence[str]) -> str:
-    near = difflib.get_close_matches(str(value), list(names), n=1) if isinstance(value, str) else []
-    return f"; did you mean '{near[0]}'?" if near else ""
-
-
 class _Checks:
     """Collects every problem of one config (a check never stops at the first)."""
 
@@ -192,7 +186,7 @@ class _Checks:
             where = f" ({source})" if source else ""
             article = "an" if what[0] in "aeiouAEIOU" else "a"
             self.bad(key, value, f"{article} {what}{where}: {', '.join(names)}{' (or null)' if optional else ''}"
-                                 f"{_near(value, names)}")
+                                 f"{did_you_mean(value, names)}")
 
     def registered(self, key: str, kind: str, *, optional: bool = False, extra: Sequence[str] = ()) -> None:
         module_name, attribute, _ = NAME_SOURCES[kind]
@@ -403,7 +397,7 @@ def _check_trainer(c: _Checks) -> None:
     given, strategy = c.get("trainer.strategy")
     if given and isinstance(strategy, str) and strategy.lower() not in STRATEGIES:
         c.bad("trainer.strategy", strategy, f"a Lightning strategy: {', '.join(STRATEGIES)}"
-                                            f"{_near(strategy, STRATEGIES)}")
+                                            f"{did_you_mean(strategy, STRATEGIES)}")
     c.choice("trainer.precision", PRECISIONS, "Lightning precision")
     c.number("trainer.accumulate_grad_batches", 1, what="batches per optimizer step")
     c.number("trainer.gradient_clip_val", 0, low_open=True, optional=True, what="gradient norm to clip to; null: no "
@@ -438,7 +432,7 @@ def _check_eval(c: _Checks) -> None:
     for name in c.value("eval.protocols", {}) or {}:
         if name not in eval_sets:
             c.bad(f"eval.protocols.{name}", c.value(f"eval.protocols.{name}"),
-                  f"an entry named like a val or test set: {', '.join(eval_sets) or '(none)'}{_near(name, eval_sets)}")
+                  f"an entry named like a val or test set: {', '.join(eval_sets) or '(none)'}{did_you_mean(name, eval_sets)}")
         c.registered(f"eval.protocols.{name}", "evaluation protocol")
 
 
@@ -473,7 +467,7 @@ def _check_video(c: _Checks) -> None:
         train_names = [str(n) for n in (c.value("data.train", {}) or {})]
         if source not in train_names:
             c.bad("video.subsample_source", source, f"a train source: {', '.join(train_names)}"
-                                                    f"{_near(source, train_names)}")
+                                                    f"{did_you_mean(source, train_names)}")
         if sum(counts) != 1:
             c.bad("video.subsample_source", source, "exactly one of video.subsample_poses (a count) and "
                                                     "video.subsample_like (a dataset whose SMPL poses to count)")

@@ -33,7 +33,7 @@ from gtahuman.adaptation.sim2real import Sim2RealTransform, translate_synthetic_
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.fast_joints import FastJoints54
 from gtahuman.body.smpl import BodyModel, BodyOutput
-from gtahuman.body.rotations import axis_angle_to_matrix, rot6d_to_matrix
+from gtahuman.body.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
 from gtahuman.models import (
     REGRESSORS,
     HMRHead,
@@ -75,7 +75,7 @@ def estimate_as_mean_params(estimate: Mapping[str, Any], smpl_mean: Mapping[str,
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise ValueError("HMRSystem: initial_estimate must be {'pose': 24 x 3 axis-angle, 'betas': 10 values}; "
                          f"got keys {sorted(estimate)} ({err})") from None
-    rot6d = axis_angle_to_matrix(pose)[:, :, :2].reshape(-1).float()
+    rot6d = matrix_to_rot6d(axis_angle_to_matrix(pose)).reshape(-1).float()
     return {"pose": rot6d.numpy(), "shape": betas.numpy(), "cam": smpl_mean["cam"]}
 
 
