@@ -39,7 +39,7 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "resnet10t", "resnet152", "resnet18", "resnet50")),
     "PARE backbone": ("gtahuman.models.pare", "MULTI_SCALE_BACKBONES", (
         "hrnet_w18_small", "hrnet_w32", "mobilenetv3_small_050", "resnet10t", "resnet18", "resnet50")),
-    "regressor": ("gtahuman.models", "REGRESSORS", ("pare",)),
+    "regressor": ("gtahuman.models", "REGRESSORS", ("hmr_kp", "pare")),
     "sampler": ("gtahuman.data.samplers", "SAMPLERS", ("amount", "balance", "mixture", "scarcity", "sequential")),
     "adaptation objective": ("gtahuman.adaptation", "ADAPTATIONS", ("dann", "jan", "none", "rsd")),
     "evaluation protocol": ("gtahuman.evaluation", "PROTOCOLS", ("3dpw", "h36m_p2", "miniworld", "mpi_inf_3dhp")),

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from gtahuman.models.keypoint_hmr import DEFAULT_KEYPOINTS, KeypointHMR
 from gtahuman.models.pare import PARE
 from gtahuman.registry import Registry
 
@@ -45,6 +46,29 @@ def build_pare(
     del n_iter
     return PARE(backbone=backbone, backbone_args=backbone_args, mean_params=mean_params, img_res=img_res,
                 branch_filters=branch_filters, branch_layers=branch_layers, smpl_features=smpl_features)
+
+
+@REGRESSORS.register("hmr_kp")
+def build_keypoint_hmr(
+    backbone: str = "mobilenetv3_small_050",
+    backbone_args: Mapping[str, Any] | None = None,
+    mean_params: Mapping[str, Any] | str | os.PathLike | None = None,
+    n_iter: int = 3,
+    img_res: int = 224,
+    num_keypoints: int = DEFAULT_KEYPOINTS,
+    heatmap_channels: int = 64,
+    lift_hidden: int = 256,
+    head_dropout: float = 0.0,
+) -> KeypointHMR:
+    """HMR whose IEF head also reads 2D keypoints found by a heatmap branch (the mini world's
+    from-scratch CPU model, `gtahuman.models.keypoint_hmr`). ``backbone``: any timm CNN with
+    stride 8/16/32 feature maps; ``backbone_args`` must be empty (no weights loading yet);
+    ``img_res`` is accepted for the common signature (the network is fully convolutional)."""
+    if backbone_args:
+        raise ValueError(f"hmr_kp: backbone_args are not supported (got {sorted(backbone_args)})")
+    del img_res
+    return KeypointHMR(backbone=backbone, mean_params=mean_params, n_iter=n_iter, num_keypoints=num_keypoints,
+                       heatmap_channels=heatmap_channels, lift_hidden=lift_hidden, head_dropout=head_dropout)
 
 
 def build_regressor(name: str, **kwargs: Any) -> nn.Module:

@@ -2,7 +2,8 @@
 
 Terms (each only when its weight is non-zero): 2D keypoints (projected with the predicted weak
 camera), 3D keypoints (pelvis-centred) and the rotation-aligned 3D term, SMPL pose (rotation
-matrices) and betas, vertices, the camera prior, and PARE's part segmentation. A sample counts
+matrices) and betas, vertices, the camera prior, PARE's part segmentation and the keypoint branch's direct 2D
+keypoints (arch hmr_kp). A sample counts
 for a term when it is ``valid``, has that label (``has_smpl``, ``has_keypoints3d``) and the
 supervision toggle (paper Table 8: ``supervision`` on ``supervision_sources``) leaves it on.
 Everything runs in float32, also under mixed precision.
@@ -113,6 +114,11 @@ class HMRSupervisionMixin:
             terms["vertices"] = Lf.vertex_loss(pred_body.vertices, gt_vertices, masks["smpl"])
         if weights["camera"]:
             terms["camera"] = Lf.camera_prior(cam, masks["valid"])
+        direct = getattr(output, "keypoints2d_direct", None)  # regressors with a keypoint branch (hmr_kp)
+        weights["keypoints2d_direct"] = hp.loss_keypoints2d_direct
+        if hp.loss_keypoints2d_direct and direct is not None:
+            terms["keypoints2d_direct"] = Lf.keypoint_2d_l1_loss(direct.float(), batch["keypoints2d"].float(),
+                                                                 masks["keypoints2d"])
         part_logits = getattr(output, "part_logits", None)  # regressors with a part branch (PARE)
         weights["parts"] = hp.loss_parts
         if hp.loss_parts and part_logits is not None and "part_labels" in batch:

@@ -61,6 +61,19 @@ def keypoint_2d_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_ma
     return _masked_mean(squared, sample_mask, "keypoint_2d_loss")
 
 
+def keypoint_2d_l1_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_mask: Tensor) -> Tensor:
+    """Integral regression's 2D loss: mean of conf * |pred - gt| over (sample, joint, xy); the
+    prediction may hold fewer joints than the labels (the first J are compared)."""
+    count = pred_keypoints2d.shape[1]
+    if pred_keypoints2d.shape[0] != gt_keypoints2d.shape[0] or gt_keypoints2d.shape[1] < count \
+            or pred_keypoints2d.shape[-1] != 2 or gt_keypoints2d.shape[-1] != 3:
+        raise ValueError(f"keypoint_2d_l1_loss: expected pred (B, J, 2) and gt (B, >=J, 3); "
+                         f"got {tuple(pred_keypoints2d.shape)} and {tuple(gt_keypoints2d.shape)}")
+    gt = gt_keypoints2d[:, :count]
+    absolute = gt[..., 2:3] * (pred_keypoints2d - gt[..., :2]).abs()
+    return _masked_mean(absolute, sample_mask, "keypoint_2d_l1_loss")
+
+
 def centre_at_mid_hip(joints54: Tensor) -> Tensor:
     """Subtract the midpoint of smpl_54's right_hip_extra and left_hip_extra."""
     mid_hip = 0.5 * (joints54[:, _SMPL54_RIGHT_HIP] + joints54[:, _SMPL54_LEFT_HIP])

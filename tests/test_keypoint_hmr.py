@@ -1,0 +1,86 @@
+"""HMR with a 2D keypoint branch (gtahuman.models.keypoint_hmr; HMRSystem arch='hmr_kp')."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gtahuman.models import REGRESSORS, build_regressor
+from gtahuman.models.keypoint_hmr import KeypointHMROutput, PlainPyramid, soft_argmax
+from gtahuman.systems import HMRSystem
+from gtahuman.systems.losses import keypoint_2d_l1_loss
+
+IMG_RES = 64
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_soft_argmax_reads_cell_centres() -> None:
+    logits = torch.full((1, 2, 4, 8), -1e4)
+    logits[0, 0, 1, 6] = 0.0  # row 1 of 4, column 6 of 8
+    logits[0, 1, 3, 0] = 0.0
+    logits[0, 1, 3, 1] = 0.0  # two equal peaks: their midpoint
+    by_hand = torch.tensor([[[13 / 8 - 1, 3 / 4 - 1], [2 / 8 - 1, 7 / 4 - 1]]])
+    torch.testing.assert_close(soft_argmax(logits), by_hand)
+    # A flat map: the crop's centre.
+    torch.testing.assert_close(soft_argmax(torch.zeros(1, 1, 5, 6)), torch.zeros(1, 1, 2), atol=1e-6, rtol=0)
+
+
+def test_l1_loss_weights_by_confidence_and_compares_the_first_joints() -> None:
+    pred = torch.tensor([[[0.5, 0.0], [0.0, 0.0]]])
+    gt = torch.tensor([[[0.0, 0.0, 1.0], [1.0, -1.0, 0.0], [9.0, 9.0, 1.0]]])  # 3 labels, 2 predicted
+    # sum conf |d| over the 2 joints x 2 coordinates, divided by the sample's 4 entries: 0.5 / 4.
+    assert keypoint_2d_l1_loss(pred, gt, torch.ones(1, dtype=torch.bool)).item() == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="keypoint_2d_l1_loss"):
+        keypoint_2d_l1_loss(torch.zeros(1, 4, 2), gt, torch.ones(1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("backbone", ["plain8", "mobilenetv3_small_050"])
+def test_regressor_outputs_and_a_head_without_residuals_says_the_start(backbone: str) -> None:
+    torch.manual_seed(0)
+    model = build_regressor("hmr_kp", backbone=backbone, mean_params=None, n_iter=3, img_res=IMG_RES,
+                            num_keypoints=5, lift_hidden=16)
+    with torch.no_grad():
+        for decoder in (model.head.decpose, model.head.decshape, model.head.deccam):
+            decoder.weight.zero_()
+            decoder.bias.zero_()
+        output, features = model.eval()(torch.randn(2, 3, IMG_RES, IMG_RES))
+    assert "hmr_kp" in REGRESSORS and isinstance(output, KeypointHMROutput)
+    assert output.keypoints2d_direct.shape == (2, 5, 2) and output.keypoints2d_direct.abs().max() < 1
+    assert output.rotmat.shape == (2, 24, 3, 3) and features.shape == (2, model.feature_dim)
+    torch.testing.assert_close(output.pose_6d, model.head.init_pose.expand(2, -1))  # zero residuals: the start
+    with pytest.raises(ValueError, match="backbone_args"):
+        build_regressor("hmr_kp", backbone="plain8", backbone_args={"weights_path": "x"})
+    with pytest.raises(ValueError, match="num_keypoints"):
+        build_regressor("hmr_kp", backbone="plain8", num_keypoints=60)
+
+
+def test_plain_pyramid_maps_are_at_stride_eight() -> None:
+    maps, deepest = PlainPyramid(4)(torch.randn(1, 3, IMG_RES, IMG_RES))
+    assert maps.shape == (1, 80, 8, 8) and deepest.shape == (1, 32, 2, 2)
+
+
+def test_system_supervises_the_direct_keypoints_and_the_gradient_reaches_the_heatmaps(toy_body_dir: Path) -> None:
+    torch.manual_seed(0)
+    system = HMRSystem(str(toy_body_dir), arch="hmr_kp", backbone="plain8", img_res=IMG_RES,
+                       regressor_args={"num_keypoints": 24, "lift_hidden": 16}, loss_keypoints2d_direct=7.0)
+    g = torch.Generator().manual_seed(1)
+    n = 3
+    batch = {"img": torch.randn(n, 3, IMG_RES, IMG_RES, generator=g),
+             "keypoints2d": torch.cat([torch.rand(n, 54, 2, generator=g) * 2 - 1, torch.ones(n, 54, 1)], -1),
+             "keypoints3d": torch.cat([0.3 * torch.randn(n, 54, 3, generator=g), torch.ones(n, 54, 1)], -1),
+             "smpl_global_orient": 0.3 * torch.randn(n, 3, generator=g),
+             "smpl_body_pose": 0.3 * torch.randn(n, 69, generator=g), "smpl_betas": torch.randn(n, 10, generator=g),
+             "has_smpl": torch.ones(n), "valid": torch.tensor([1.0, 1.0, 0.0])}
+    output, _ = system.train()(batch["img"])
+    terms = system.compute_losses(batch, output)
+    direct = output.keypoints2d_direct.detach()
+    by_hand = (direct[:2] - batch["keypoints2d"][:2, :24, :2]).abs().mean()  # the invalid sample is out
+    assert terms["keypoints2d_direct"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    without = {k: v for k, v in terms.items() if k not in ("total", "keypoints2d_direct")}
+    weights = {"keypoints2d": 300.0, "keypoints3d": 300.0, "pose": 60.0, "betas": 0.06, "camera": 60.0}
+    rest = sum(weights[k] * v for k, v in without.items())
+    assert terms["total"].item() == pytest.approx(rest.item() + 7.0 * by_hand.item(), rel=1e-4)
+    terms["keypoints2d_direct"].backward()
+    final_conv = system.regressor.heatmaps.layers[-1].weight
+    assert final_conv.grad is not None and final_conv.grad.abs().sum() > 0
