@@ -267,6 +267,13 @@ class RunDescriptor:
         return None
 
 
+def backbone_label(cfg: Any) -> str:
+    """The backbone as tables show it; a regressor with a 2D keypoint branch (arch hmr_kp, the
+    mini world's from-scratch model) is not the paper's HMR, and its rows say so."""
+    backbone = str(cfg.model.backbone)
+    return f"{backbone} + keypoint branch" if str(cfg.model.arch) == "hmr_kp" else backbone
+
+
 def describe_run(run: Run) -> RunDescriptor:
     cfg = run.config
     roles = {name: str(src.role) for name, src in cfg.data.train.items()}
@@ -301,7 +308,7 @@ def describe_run(run: Run) -> RunDescriptor:
     ratio = cfg.data.real_ratio
     return RunDescriptor(
         experiment=experiment, seed=run.seed, task=str(cfg.task), method=method, mixture=mixture, has_real=has_real,
-        has_synthetic=has_synthetic, backbone=str(cfg.model.backbone), synthetic_supervision=gta_supervision,
+        has_synthetic=has_synthetic, backbone=backbone_label(cfg), synthetic_supervision=gta_supervision,
         adaptation=adaptation, sampler=str(cfg.data.sampler), real_ratio=None if ratio is None else float(ratio),
         amount_total=None if total is None else int(total),
         amount_multiple=None if multiple is None else float(multiple),

@@ -26,7 +26,7 @@ from gtahuman.adaptation import (
 )
 from gtahuman.adaptation.dann import domain_adversarial_loss
 from gtahuman.config import experiment_names, load_config
-from gtahuman.models import build_backbone
+from gtahuman.models import build_backbone, build_regressor
 from gtahuman.train import adaptation_arguments, configured_world_size, train
 
 PARAMS = 157  # [pose 6D (144), betas (10), camera (3)], as HMRSystem passes them
@@ -240,7 +240,15 @@ def test_rsd_refuses_a_batch_as_large_as_the_feature_size() -> None:
 
 # ----------------------------------------------------------------------------- Table 6 configs
 TABLE6 = [n for n in experiment_names() if n.startswith("table6_")]
-feature_width = functools.lru_cache(maxsize=None)(lambda backbone: build_backbone(backbone).feature_dim)
+@functools.lru_cache(maxsize=None)
+def feature_width(arch: str, backbone: str) -> int:
+    """The width of the features the DA objective sees (HMRSystem.feature_dim) for an arch."""
+    if arch == "hmr":
+        return build_backbone(backbone).feature_dim
+    return build_regressor(arch, backbone=backbone).feature_dim
+
+
+
 PAPER_ARGS = {"dann": {"weight": 0.1}, "jan": {"weight": 1e-3, "jmmd.linear": False},
               "rsd": {"weight": 1e-4, "bmp_trade_off": 0.1}}
 
@@ -256,7 +264,7 @@ def test_table6_rows_build_their_objective_with_the_paper_settings(name: str) ->
         return
     args = adaptation_arguments(cfg)
     assert args["loss_adaptation"] == 1.0 and method in name
-    width = feature_width(cfg.model.backbone)
+    width = feature_width(str(cfg.model.arch), str(cfg.model.backbone))
     objective = ADAPTATIONS.build(method, feature_dim=width, **args["adaptation_args"])
     for attribute, value in PAPER_ARGS[method].items():
         owner, _, leaf = attribute.rpartition(".")

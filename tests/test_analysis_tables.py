@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from analysis_fakes import make_run
 
+# What the tables call the mini rows' model: the quickstart's backbone and keypoint branch.
+QUICKSTART_BACKBONE = "plain16 + keypoint branch"
+
 from analysis.rundirs import describe_run, find_runs, load_run
 from analysis.table_format import format_value
 from analysis.tables import collect, fig8_points, main, table2, table6, table7, table7_grid, table8, table9
@@ -65,7 +68,7 @@ def test_runs_are_described_from_their_configs(found) -> None:
 def test_table2_averages_seeds_and_subtracts_the_real_only_row(found) -> None:
     entries, _ = collect(found)
     rows = rows_of(table2(entries))
-    mobile = "mobilenetv3_small_050"
+    mobile = QUICKSTART_BACKBONE
     # mean ± sample std: (60, 62, 64) -> 62.0 ± 2.0; (55, 57) -> 56.0 ± 1.4; change -6.0
     assert rows[("HMR+", "-", mobile)][1] == "62.0 ± 2.0"
     assert rows[("HMR+", "BT", mobile)] == ["86.0 ± 1.4", "56.0 ± 1.4", "-16.0", "-6.0"]
@@ -81,7 +84,7 @@ def test_table2_averages_seeds_and_subtracts_the_real_only_row(found) -> None:
 
 def test_table6_table8_table9(found) -> None:
     entries, _ = collect(found)
-    mobile = "mobilenetv3_small_050"
+    mobile = QUICKSTART_BACKBONE
     six = rows_of(table6(entries))
     assert six[("HMR+", mobile, "X", "X", "BT + DANN (Ganin et al.)")][1] == "53.0"
     assert six[("HMR+", mobile, "X", "-", "real only")][1] == "62.0 ± 2.0"
@@ -105,8 +108,8 @@ def test_table7_grid_and_fig8_points(found) -> None:
     assert stds[0, 0] == pytest.approx(np.sqrt(2.0)) and np.isnan(stds[0, 1])
     assert rows_of(table)[("50%",)] == ["68.0", "–", "58.5", "–"]
     points = fig8_points(entries)
-    assert list(points) == [("HMR+", "mobilenetv3_small_050")]
-    line = points[("HMR+", "mobilenetv3_small_050")]
+    assert list(points) == [("HMR+", QUICKSTART_BACKBONE)]
+    line = points[("HMR+", QUICKSTART_BACKBONE)]
     assert sorted(line) == [0.0, 1.0, 2.0]  # Table 7 runs use a third of the real pool: not Fig. 8
     assert [line[k].mean for k in sorted(line)] == pytest.approx([62.0, 58.5, 57.0])
 

@@ -128,9 +128,13 @@ def test_a_bad_value_is_refused_naming_key_value_and_expectation(overrides, key,
 
 
 def test_registry_names_are_listed_with_a_suggestion() -> None:
-    message = fails_on("model.backbone", "model.backbone=resnet_typo")
+    message = fails_on("model.backbone", "model.arch=hmr", "model.backbone=resnet_typo")
     assert "model.backbone=resnet_typo" in message and "gtahuman.models.BACKBONES" in message
     assert all(name in message for name in known_names("backbone")) and "did you mean 'resnet" in message
+    # The quickstart's arch (hmr_kp) takes its own list of backbones.
+    message = fails_on("model.backbone", "model.backbone=plain_typo")
+    assert "KEYPOINT_BACKBONES" in message and all(name in message for name in known_names("keypoint backbone"))
+    assert not problems("model.backbone=plain32") and "model.backbone" in problems("model.backbone=deit_small")
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -311,8 +315,8 @@ def test_live_registry_is_used_when_its_module_is_imported(monkeypatch) -> None:
     fake.BACKBONES = ["my_net"]
     monkeypatch.setitem(sys.modules, "gtahuman.models", fake)
     assert known_names("backbone") == ["my_net"]
-    assert "model.backbone" not in problems("model.backbone=my_net")
-    assert "model.backbone" in problems("model.backbone=resnet50")
+    assert "model.backbone" not in problems("model.arch=hmr", "model.backbone=my_net")
+    assert "model.backbone" in problems("model.arch=hmr", "model.backbone=resnet50")
 
 
 # ------------------------------------------------------------------------------ the commands

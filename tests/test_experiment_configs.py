@@ -24,6 +24,7 @@ from gtahuman.data.prepare_sources import SOURCES
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.evaluation import PROTOCOLS
 from gtahuman.models import BACKBONES
+from gtahuman.models.keypoint_hmr import KEYPOINT_BACKBONES
 from gtahuman.systems.hmr import HMRSystem, effective_learning_rate
 from gtahuman.train import configured_world_size, datamodule_arguments, system_arguments, train
 
@@ -72,7 +73,8 @@ def test_config_builds_system_datamodule_and_sampler(name: str, toy_body: Path) 
     real = cfg.data.miniworld is None
     assert real == (name in REAL_ROWS)
     train_names = list(cfg.data.train)
-    assert cfg.model.backbone in BACKBONES and cfg.data.sampler in SAMPLERS
+    backbones = KEYPOINT_BACKBONES if cfg.model.arch == "hmr_kp" else BACKBONES
+    assert cfg.model.backbone in backbones and cfg.data.sampler in SAMPLERS
     assert all(src.kind in SOURCES for split in ("train", "val", "test") for src in cfg.data[split].values())
     for set_name in [*cfg.data.val, *cfg.data.test]:  # the rule HMREvaluationMixin applies
         protocol = cfg.eval.protocols.get(set_name) or (set_name if set_name in PROTOCOLS else cfg.eval.protocol)

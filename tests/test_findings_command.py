@@ -36,7 +36,7 @@ def planned_steps(cfg) -> int:
 def test_each_run_is_the_row_it_claims_on_the_quickstart_recipe(run: FindingsRun, tmp_path: Path) -> None:
     cfg, what = described(run, tmp_path / "run")
     # One recipe for all: the quickstart's backbone, crop size and number of steps.
-    assert (what.backbone, cfg.data.img_res, planned_steps(cfg)) == ("mobilenetv3_small_050", 96, QUICKSTART_STEPS)
+    assert (what.backbone, cfg.data.img_res, planned_steps(cfg)) == ("plain16 + keypoint branch", 96, QUICKSTART_STEPS)
     assert what.method == "HMR+" and cfg.body.model_dir is None  # the world's own toy body
     label = run.label
     assert what.seed == int(label.rsplit("seed ", 1)[1])  # every row at several seeds

@@ -134,6 +134,7 @@ class LossWeights:
     adversarial: float = 1.0
     parts: float = 60.0  # PARE's part segmentation (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60); arch pare only
     keypoints2d_direct: float = 100.0  # L1 on the keypoint branch's soft-argmax 2D keypoints; arch hmr_kp only
+    keypoints2d_heatmap: float = 0.0  # cross-entropy of its heatmaps against Gaussians at the labels; hmr_kp only
 
 
 @dataclass

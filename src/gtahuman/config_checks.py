@@ -39,6 +39,8 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "resnet10t", "resnet152", "resnet18", "resnet50")),
     "PARE backbone": ("gtahuman.models.pare", "MULTI_SCALE_BACKBONES", (
         "hrnet_w18_small", "hrnet_w32", "mobilenetv3_small_050", "resnet10t", "resnet18", "resnet50")),
+    "keypoint backbone": ("gtahuman.models.keypoint_hmr", "KEYPOINT_BACKBONES", (
+        "mobilenetv3_small_050", "plain16", "plain24", "plain32", "plain8", "resnet10t", "resnet18", "resnet50")),
     "regressor": ("gtahuman.models", "REGRESSORS", ("hmr_kp", "pare")),
     "sampler": ("gtahuman.data.samplers", "SAMPLERS", ("amount", "balance", "mixture", "scarcity", "sequential")),
     "adaptation objective": ("gtahuman.adaptation", "ADAPTATIONS", ("dann", "jan", "none", "rsd")),
@@ -308,6 +310,8 @@ def _check_model(c: _Checks) -> None:
         c.registered("model.backbone", "backbone")
     elif arch == "pare":
         c.registered("model.backbone", "PARE backbone")
+    elif arch == "hmr_kp":
+        c.registered("model.backbone", "keypoint backbone")
     c.number("model.n_iter", 1, what="IEF iterations")
     c.registered("model.part_labels", "part-label source")
     c.number("model.head_dropout", 0, 1, high_open=True, what="dropout probability")

@@ -232,6 +232,7 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         loss_keypoints3d_aligned=w.keypoints3d_aligned, loss_pose=w.smpl_pose,
         loss_betas=w.smpl_betas, loss_camera=w.camera, loss_vertices=w.vertices, loss_adversarial=w.adversarial,
         loss_parts=w.parts, loss_keypoints2d_direct=w.keypoints2d_direct,
+        loss_keypoints2d_heatmap=w.keypoints2d_heatmap,
         lr=o.lr, disc_lr=o.disc_lr, weight_decay=o.weight_decay,
         # Per device: data.batch_size is global, and the system's lr scaling multiplies by the
         # trainer's world size and accumulation itself (global batch x accumulate / base).

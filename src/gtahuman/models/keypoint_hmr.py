@@ -45,6 +45,7 @@ class KeypointHMROutput(HMROutput):
     """`HMROutput` plus the keypoint branch's (B, K, 2) soft-argmax coordinates in [-1, 1]."""
 
     keypoints2d_direct: Tensor | None = None
+    keypoint_logits: Tensor | None = None  # (B, K, h, w) heatmap logits, for a dense heatmap loss
 
 
 def soft_argmax(logits: Tensor) -> Tensor:
@@ -57,6 +58,30 @@ def soft_argmax(logits: Tensor) -> Tensor:
     x = (probabilities.sum(dim=2) * xs).sum(dim=-1)
     y = (probabilities.sum(dim=3) * ys).sum(dim=-1)
     return torch.stack([x, y], dim=-1)
+
+
+def heatmap_cross_entropy(logits: Tensor, keypoints2d: Tensor, sample_mask: Tensor, sigma_cells: float = 1.0) -> Tensor:
+    """Dense heatmap supervision: cross-entropy between each map's softmax and a Gaussian of
+    ``sigma_cells`` cells around the labelled keypoint (normalised to sum to 1 over the map).
+
+    ``logits`` (B, K, h, w); ``keypoints2d`` (B, >=K, 3) = (x, y, conf) in [-1, 1] crop
+    coordinates. Weighted by conf; keypoints whose Gaussian falls off the map (less than half its
+    mass on it) are left out. Mean over the counted keypoints of the samples in ``sample_mask``.
+    """
+    batch, count, height, width = logits.shape
+    labels = keypoints2d[:, :count].float()
+    xs = (2 * torch.arange(width, device=logits.device, dtype=torch.float32) + 1) / width - 1
+    ys = (2 * torch.arange(height, device=logits.device, dtype=torch.float32) + 1) / height - 1
+    sx, sy = 2.0 * sigma_cells / width, 2.0 * sigma_cells / height  # a cell is 2 / n wide
+    gx = torch.exp(-0.5 * ((xs - labels[..., 0:1]) / sx) ** 2)  # (B, K, w)
+    gy = torch.exp(-0.5 * ((ys - labels[..., 1:2]) / sy) ** 2)  # (B, K, h)
+    target = (gy[..., :, None] * gx[..., None, :]).flatten(2)
+    on_map = target.sum(-1) / (2 * torch.pi * sigma_cells ** 2) > 0.5
+    target = target / target.sum(-1, keepdim=True).clamp(min=1e-12)
+    log_p = logits.flatten(2).float().log_softmax(-1)
+    weight = labels[..., 2] * on_map * sample_mask.reshape(-1, 1).to(torch.float32)
+    per_keypoint = -(target * log_p).sum(-1)
+    return (per_keypoint * weight).sum() / weight.sum().clamp(min=1e-9)
 
 
 class StrideEightFeatures(nn.Module):
@@ -115,11 +140,19 @@ class PlainPyramid(nn.Module):
         return torch.cat(merged, dim=1), deepest
 
 
+# The backbones hmr_kp takes: plain<width> (`PlainPyramid`) and timm CNNs with stride 8/16/32 maps.
+KEYPOINT_BACKBONES: tuple[str, ...] = ("plain8", "plain16", "plain24", "plain32", "mobilenetv3_small_050",
+                                       "resnet10t", "resnet18", "resnet50")
+
+
 def build_pyramid(name: str) -> nn.Module:
-    """'plain<width>' (e.g. plain32): `PlainPyramid`; any other name: a timm CNN."""
-    if name.startswith("plain") and name[5:].isdigit():
-        return PlainPyramid(int(name[5:]))
-    return StrideEightFeatures(name)
+    """A name of `KEYPOINT_BACKBONES` -> its stride-8 feature pyramid (with ``feature_dim``, the
+    pooled feature's width)."""
+    if name not in KEYPOINT_BACKBONES:
+        raise KeyError(f"hmr_kp backbone '{name}' unknown; valid names: {', '.join(KEYPOINT_BACKBONES)}")
+    pyramid = PlainPyramid(int(name[5:])) if name.startswith("plain") else StrideEightFeatures(name)
+    pyramid.feature_dim = pyramid.pooled_channels
+    return pyramid
 
 
 class KeypointHeatmaps(nn.Module):
@@ -144,7 +177,7 @@ class KeypointHMR(nn.Module):
 
     def __init__(self, backbone: str = "mobilenetv3_small_050", mean_params: Mapping[str, Any] | str | os.PathLike | None = None,
                  n_iter: int = 3, num_keypoints: int = DEFAULT_KEYPOINTS, heatmap_channels: int = 64,
-                 lift_hidden: int = 256, head_dropout: float = 0.0) -> None:
+                 lift_hidden: int = 512, head_dropout: float = 0.0, pooled_features: bool = True) -> None:
         super().__init__()
         if not 1 <= num_keypoints <= 54:
             raise ValueError(f"hmr_kp: num_keypoints must be 1..54 (the first of smpl_54), got {num_keypoints}")
@@ -153,13 +186,16 @@ class KeypointHMR(nn.Module):
         self.heatmaps = KeypointHeatmaps(self.backbone.map_channels, num_keypoints, heatmap_channels)
         self.lift = nn.Sequential(nn.Linear(2 * num_keypoints, lift_hidden), nn.ReLU(inplace=True),
                                   nn.Linear(lift_hidden, lift_hidden), nn.ReLU(inplace=True))
-        self.feature_dim = self.backbone.pooled_channels + lift_hidden
+        self.pooled_features = pooled_features
+        self.feature_dim = self.backbone.pooled_channels * pooled_features + lift_hidden
         self.head = HMRHead(self.feature_dim, mean_params=mean_params, n_iter=n_iter, dropout=head_dropout)
 
     def forward(self, img: Tensor) -> tuple[KeypointHMROutput, Tensor]:
         maps, deepest = self.backbone(img)
-        keypoints = soft_argmax(self.heatmaps(maps))
-        features = torch.cat([deepest.mean(dim=(2, 3)), self.lift(keypoints.flatten(1).to(deepest.dtype))], dim=1)
+        logits = self.heatmaps(maps)
+        keypoints = soft_argmax(logits)
+        lifted = self.lift(keypoints.flatten(1).to(deepest.dtype))
+        features = torch.cat([deepest.mean(dim=(2, 3)), lifted], dim=1) if self.pooled_features else lifted
         out = self.head(features)
         return KeypointHMROutput(out.pose_6d, out.rotmat, out.betas, out.cam, out.iterations,
-                                 keypoints2d_direct=keypoints), features
+                                 keypoints2d_direct=keypoints, keypoint_logits=logits), features

@@ -57,18 +57,22 @@ def build_keypoint_hmr(
     img_res: int = 224,
     num_keypoints: int = DEFAULT_KEYPOINTS,
     heatmap_channels: int = 64,
-    lift_hidden: int = 256,
+    lift_hidden: int = 512,
     head_dropout: float = 0.0,
+    pooled_features: bool = True,
 ) -> KeypointHMR:
     """HMR whose IEF head also reads 2D keypoints found by a heatmap branch (the mini world's
-    from-scratch CPU model, `gtahuman.models.keypoint_hmr`). ``backbone``: any timm CNN with
-    stride 8/16/32 feature maps; ``backbone_args`` must be empty (no weights loading yet);
-    ``img_res`` is accepted for the common signature (the network is fully convolutional)."""
+    from-scratch CPU model, `gtahuman.models.keypoint_hmr`). ``backbone``: a name in
+    `KEYPOINT_BACKBONES` (plain<width> or a timm CNN); ``backbone_args`` must be empty (no weights
+    loading yet);
+    ``img_res`` is accepted for the common signature (the network is fully convolutional);
+    ``pooled_features=False`` gives the IEF head the lifted keypoints only (no appearance)."""
     if backbone_args:
         raise ValueError(f"hmr_kp: backbone_args are not supported (got {sorted(backbone_args)})")
     del img_res
     return KeypointHMR(backbone=backbone, mean_params=mean_params, n_iter=n_iter, num_keypoints=num_keypoints,
-                       heatmap_channels=heatmap_channels, lift_hidden=lift_hidden, head_dropout=head_dropout)
+                       heatmap_channels=heatmap_channels, lift_hidden=lift_hidden, head_dropout=head_dropout,
+                       pooled_features=pooled_features)
 
 
 def build_regressor(name: str, **kwargs: Any) -> nn.Module:

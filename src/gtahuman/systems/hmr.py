@@ -105,7 +105,8 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     SMPL (`render_part_labels`); PARE's weight is 60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
     ``regressor_args``: extra keyword arguments of the ``arch``'s builder.
     ``loss_keypoints2d_direct`` weighs the L1 term on the 2D keypoints a keypoint branch reads
-    off the image (``keypoints2d_direct``: arch 'hmr_kp'), before the body model.
+    off the image (``keypoints2d_direct``: arch 'hmr_kp'), before the body model, and
+    ``loss_keypoints2d_heatmap`` the cross-entropy of its heatmaps against Gaussians at the labels.
     ``initial_estimate``: where the iterative regressor starts, ``{'pose': (24, 3) axis-angle,
     'betas': (10,)}``; None = the body directory's SMPL mean parameters. HMR's mean parameters
     were the mean of its own training data: the training data's best constant
@@ -160,6 +161,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         regressor_args: dict[str, Any] | None = None,
         loss_parts: float = 60.0,
         loss_keypoints2d_direct: float = 100.0,
+        loss_keypoints2d_heatmap: float = 0.0,
         part_labels: str = "render_gt",
         initial_estimate: dict[str, list] | None = None,
     ) -> None:

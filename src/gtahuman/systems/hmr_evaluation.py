@@ -18,7 +18,7 @@ joint metrics cannot see; NaN without SMPL GT (``has_smpl`` = 0, e.g. keypoints-
 summary is the median (`gtahuman.evaluation.MEDIAN_METRICS`).
 
 Logged at epoch end, in mm (``orient_deg`` in degrees): ``val/<set>/<metric>`` (``test/...``
-in testing) and ``val/pa_mpjpe`` = the first set's value, for checkpoint selection. Per-sample
+in testing) and ``val/pa_mpjpe``, ``val/mpjpe`` = the first set's values, for checkpoint selection. Per-sample
 rows (sample_id, errors, predicted pose as axis-angle (72), betas, cam, and the first
 ``feature_samples`` backbone features) are kept in ``self.val_results`` / ``self.test_results``:
 ``dict[set_name, dict[column, np.ndarray]]``.
@@ -199,8 +199,9 @@ class HMREvaluationMixin:
             summaries[name]["toy_body_model"] = float(self.is_toy_body)
             # Every rank holds the same gathered numbers; sync_dist just averages equal values.
             logged = {f"{stage}/{name}/{metric}": value for metric, value in summary.items()}
-            if index == min(self._collectors[stage]) and "pa_mpjpe" in summary:
-                logged[f"{stage}/pa_mpjpe"] = summary["pa_mpjpe"]
+            if index == min(self._collectors[stage]):  # the first set's: what eval.monitor names
+                logged.update({f"{stage}/{metric}": summary[metric] for metric in ("pa_mpjpe", "mpjpe")
+                               if metric in summary})
             self.log_dict(logged, sync_dist=True)
         self._collectors[stage] = {}
         setattr(self, f"{stage}_results", results)

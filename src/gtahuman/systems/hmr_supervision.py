@@ -22,6 +22,7 @@ from gtahuman.body.camera import project_to_crop
 from gtahuman.body.part_render import render_gt_part_labels, vertex_parts
 from gtahuman.body.smpl import BodyOutput
 from gtahuman.models import HMROutput, part_segmentation_loss
+from gtahuman.models.keypoint_hmr import heatmap_cross_entropy
 from gtahuman.systems import losses as Lf
 
 PART_LABELS = ("render_gt", "batch")  # PARE's part supervision: rendered from the GT mesh, or the batch's only
@@ -119,6 +120,10 @@ class HMRSupervisionMixin:
         if hp.loss_keypoints2d_direct and direct is not None:
             terms["keypoints2d_direct"] = Lf.keypoint_2d_l1_loss(direct.float(), batch["keypoints2d"].float(),
                                                                  masks["keypoints2d"])
+        heat = getattr(output, "keypoint_logits", None)
+        weights["keypoints2d_heatmap"] = hp.loss_keypoints2d_heatmap
+        if hp.loss_keypoints2d_heatmap and heat is not None:
+            terms["keypoints2d_heatmap"] = heatmap_cross_entropy(heat, batch["keypoints2d"], masks["keypoints2d"])
         part_logits = getattr(output, "part_logits", None)  # regressors with a part branch (PARE)
         weights["parts"] = hp.loss_parts
         if hp.loss_parts and part_logits is not None and "part_labels" in batch:

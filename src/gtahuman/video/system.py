@@ -301,8 +301,9 @@ class TemporalSystem(HMREvaluationMixin, L.LightningModule):
             summaries[name] = {**summary, "toy_body_model": float(self.is_toy_body)}
             self.frame_summaries[stage][name] = {**frame_summary, "toy_body_model": float(self.is_toy_body)}
             logged = {f"{stage}/{name}/{metric}": value for metric, value in summary.items()}
-            if index == min(self._collectors[stage]) and "pa_mpjpe" in summary:
-                logged[f"{stage}/pa_mpjpe"] = summary["pa_mpjpe"]
+            if index == min(self._collectors[stage]):  # the first set's: what eval.monitor names
+                logged.update({f"{stage}/{metric}": summary[metric] for metric in ("pa_mpjpe", "mpjpe")
+                               if metric in summary})
             self.log_dict(logged, sync_dist=True)
         self._collectors[stage] = {}
         setattr(self, f"{stage}_results", results)
