@@ -6,8 +6,8 @@ where the limbs are; its predictions collapse onto one pose. Dense, local superv
 teaches a small CNN geometry fast (heatmap pose estimators train from scratch; integral
 regression, Sun et al. 2018, reads coordinates off a heatmap by a soft-argmax). So this regressor
 
-1. takes the backbone's stride-8, -16 and -32 maps (timm ``features_only``), brings them to
-   stride 8 by bilinear interpolation and concatenates them;
+1. takes the backbone's stride-8, -16 and -32 maps (a plain VGG-style CNN, or a timm CNN's
+   ``features_only``), brings them to stride 8 by bilinear interpolation and concatenates them;
 2. predicts one heatmap per keypoint (1x1 -> 3x3 -> 1x1 convolutions) and reads each keypoint's
    (x, y) as the heatmap's softmax-weighted mean cell centre, in SPIN's normalised crop
    coordinates ([-1, 1], the convention of the batch's ``keypoints2d``);
@@ -48,13 +48,17 @@ class KeypointHMROutput(HMROutput):
     keypoint_logits: Tensor | None = None  # (B, K, h, w) heatmap logits, for a dense heatmap loss
 
 
+def _cell_centres(count: int, device: torch.device) -> Tensor:
+    """Centres of ``count`` equal cells spanning [-1, 1]: ``(2 i + 1) / count - 1``."""
+    return (2 * torch.arange(count, device=device, dtype=torch.float32) + 1) / count - 1
+
+
 def soft_argmax(logits: Tensor) -> Tensor:
     """(B, K, h, w) heatmap logits -> (B, K, 2) expected (x, y) of the per-map softmax, at cell
     centres ``(2 i + 1) / n - 1`` (cell i of n spans [i, i + 1] / n of the crop)."""
     batch, count, height, width = logits.shape
     probabilities = logits.flatten(2).float().softmax(dim=-1).reshape(batch, count, height, width)
-    xs = (2 * torch.arange(width, device=logits.device, dtype=probabilities.dtype) + 1) / width - 1
-    ys = (2 * torch.arange(height, device=logits.device, dtype=probabilities.dtype) + 1) / height - 1
+    xs, ys = _cell_centres(width, logits.device), _cell_centres(height, logits.device)
     x = (probabilities.sum(dim=2) * xs).sum(dim=-1)
     y = (probabilities.sum(dim=3) * ys).sum(dim=-1)
     return torch.stack([x, y], dim=-1)
@@ -70,8 +74,7 @@ def heatmap_cross_entropy(logits: Tensor, keypoints2d: Tensor, sample_mask: Tens
     """
     batch, count, height, width = logits.shape
     labels = keypoints2d[:, :count].float()
-    xs = (2 * torch.arange(width, device=logits.device, dtype=torch.float32) + 1) / width - 1
-    ys = (2 * torch.arange(height, device=logits.device, dtype=torch.float32) + 1) / height - 1
+    xs, ys = _cell_centres(width, logits.device), _cell_centres(height, logits.device)
     sx, sy = 2.0 * sigma_cells / width, 2.0 * sigma_cells / height  # a cell is 2 / n wide
     gx = torch.exp(-0.5 * ((xs - labels[..., 0:1]) / sx) ** 2)  # (B, K, w)
     gy = torch.exp(-0.5 * ((ys - labels[..., 1:2]) / sy) ** 2)  # (B, K, h)
@@ -82,6 +85,19 @@ def heatmap_cross_entropy(logits: Tensor, keypoints2d: Tensor, sample_mask: Tens
     weight = labels[..., 2] * on_map * sample_mask.reshape(-1, 1).to(torch.float32)
     per_keypoint = -(target * log_p).sum(-1)
     return (per_keypoint * weight).sum() / weight.sum().clamp(min=1e-9)
+
+
+def _check_images(images: Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"hmr_kp backbone: expected images (B,3,H,W), got {tuple(images.shape)}")
+
+
+def _at_stride_eight(maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Stride 8, 16, 32 maps -> (all of them bilinearly resized to the first and concatenated,
+    the stride-32 map)."""
+    size = maps[0].shape[-2:]
+    merged = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
+    return torch.cat(merged, dim=1), maps[-1]
 
 
 class StrideEightFeatures(nn.Module):
@@ -96,15 +112,11 @@ class StrideEightFeatures(nn.Module):
             raise ValueError(f"hmr_kp backbone '{name}': timm cannot give its stride 8/16/32 maps ({err})") from err
         channels = self.model.feature_info.channels()
         self.map_channels = int(sum(channels))
-        self.pooled_channels = int(channels[-1])
+        self.feature_dim = int(channels[-1])  # the pooled stride-32 feature's width
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"hmr_kp backbone: expected images (B,3,H,W), got {tuple(images.shape)}")
-        maps = self.model(images)
-        size = maps[0].shape[-2:]
-        merged = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
-        return torch.cat(merged, dim=1), maps[-1]
+        _check_images(images)
+        return _at_stride_eight(self.model(images))
 
 
 def _conv_bn_relu(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
@@ -127,17 +139,13 @@ class PlainPyramid(nn.Module):
                                      _conv_bn_relu(4 * w, 4 * w))
         self.stride16 = nn.Sequential(_conv_bn_relu(4 * w, 8 * w, 2), _conv_bn_relu(8 * w, 8 * w))
         self.stride32 = nn.Sequential(_conv_bn_relu(8 * w, 8 * w, 2), _conv_bn_relu(8 * w, 8 * w))
-        self.map_channels, self.pooled_channels = 20 * w, 8 * w
+        self.map_channels, self.feature_dim = 20 * w, 8 * w
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"hmr_kp backbone: expected images (B,3,H,W), got {tuple(images.shape)}")
+        _check_images(images)
         eight = self.stride8(images)
         sixteen = self.stride16(eight)
-        deepest = self.stride32(sixteen)
-        size = eight.shape[-2:]
-        merged = [eight] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in (sixteen, deepest)]
-        return torch.cat(merged, dim=1), deepest
+        return _at_stride_eight([eight, sixteen, self.stride32(sixteen)])
 
 
 # The backbones hmr_kp takes: plain<width> (`PlainPyramid`) and timm CNNs with stride 8/16/32 maps.
@@ -146,13 +154,10 @@ KEYPOINT_BACKBONES: tuple[str, ...] = ("plain8", "plain16", "plain24", "plain32"
 
 
 def build_pyramid(name: str) -> nn.Module:
-    """A name of `KEYPOINT_BACKBONES` -> its stride-8 feature pyramid (with ``feature_dim``, the
-    pooled feature's width)."""
+    """A name of `KEYPOINT_BACKBONES` -> its stride-8 feature pyramid."""
     if name not in KEYPOINT_BACKBONES:
         raise KeyError(f"hmr_kp backbone '{name}' unknown; valid names: {', '.join(KEYPOINT_BACKBONES)}")
-    pyramid = PlainPyramid(int(name[5:])) if name.startswith("plain") else StrideEightFeatures(name)
-    pyramid.feature_dim = pyramid.pooled_channels
-    return pyramid
+    return PlainPyramid(int(name[5:])) if name.startswith("plain") else StrideEightFeatures(name)
 
 
 class KeypointHeatmaps(nn.Module):
@@ -172,8 +177,7 @@ class KeypointHeatmaps(nn.Module):
 class KeypointHMR(nn.Module):
     """``forward(img) -> (KeypointHMROutput, features (B, feature_dim))``; see the module doc.
 
-    ``backbone`` names a timm CNN (e.g. mobilenetv3_small_050, resnet10t); ``mean_params`` is
-    the IEF start (`HMRHead`'s ``init_pose`` / ``init_shape``)."""
+    ``backbone`` is a name in `KEYPOINT_BACKBONES`; ``mean_params`` is the IEF start (`HMRHead`'s ``init_pose`` / ``init_shape``)."""
 
     def __init__(self, backbone: str = "mobilenetv3_small_050", mean_params: Mapping[str, Any] | str | os.PathLike | None = None,
                  n_iter: int = 3, num_keypoints: int = DEFAULT_KEYPOINTS, heatmap_channels: int = 64,
@@ -187,7 +191,7 @@ class KeypointHMR(nn.Module):
         self.lift = nn.Sequential(nn.Linear(2 * num_keypoints, lift_hidden), nn.ReLU(inplace=True),
                                   nn.Linear(lift_hidden, lift_hidden), nn.ReLU(inplace=True))
         self.pooled_features = pooled_features
-        self.feature_dim = self.backbone.pooled_channels * pooled_features + lift_hidden
+        self.feature_dim = self.backbone.feature_dim * pooled_features + lift_hidden
         self.head = HMRHead(self.feature_dim, mean_params=mean_params, n_iter=n_iter, dropout=head_dropout)
 
     def forward(self, img: Tensor) -> tuple[KeypointHMROutput, Tensor]:

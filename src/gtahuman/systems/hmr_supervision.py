@@ -2,8 +2,8 @@
 
 Terms (each only when its weight is non-zero): 2D keypoints (projected with the predicted weak
 camera), 3D keypoints (pelvis-centred) and the rotation-aligned 3D term, SMPL pose (rotation
-matrices) and betas, vertices, the camera prior, PARE's part segmentation and the keypoint branch's direct 2D
-keypoints (arch hmr_kp). A sample counts
+matrices) and betas, vertices, the camera prior, PARE's part segmentation, and the keypoint
+branch's direct 2D keypoints and heatmaps (arch hmr_kp). A sample counts
 for a term when it is ``valid``, has that label (``has_smpl``, ``has_keypoints3d``) and the
 supervision toggle (paper Table 8: ``supervision`` on ``supervision_sources``) leaves it on.
 Everything runs in float32, also under mixed precision.
