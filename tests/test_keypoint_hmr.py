@@ -56,8 +56,18 @@ def test_regressor_outputs_and_a_head_without_residuals_says_the_start(backbone:
 
 
 def test_plain_pyramid_maps_are_at_stride_eight() -> None:
-    maps, deepest = PlainPyramid(4)(torch.randn(1, 3, IMG_RES, IMG_RES))
-    assert maps.shape == (1, 80, 8, 8) and deepest.shape == (1, 32, 2, 2)
+    maps, deepest, fine = PlainPyramid(4)(torch.randn(1, 3, IMG_RES, IMG_RES))
+    assert maps.shape == (1, 80, 8, 8) and deepest.shape == (1, 32, 2, 2) and fine.shape == (1, 8, 16, 16)
+
+
+@pytest.mark.parametrize("stride, cells", [(8, IMG_RES // 8), (4, IMG_RES // 4)])
+def test_heatmap_stride_sets_the_grid_the_keypoints_are_read_on(stride: int, cells: int) -> None:
+    torch.manual_seed(0)
+    model = build_regressor("hmr_kp", backbone="plain8", num_keypoints=5, lift_hidden=16, heatmap_stride=stride)
+    output, _ = model.eval()(torch.randn(2, 3, IMG_RES, IMG_RES))
+    assert output.keypoint_logits.shape == (2, 5, cells, cells)
+    with pytest.raises(ValueError, match="heatmap_stride"):
+        build_regressor("hmr_kp", backbone="plain8", heatmap_stride=2)
 
 
 def test_system_supervises_the_direct_keypoints_and_the_gradient_reaches_the_heatmaps(toy_body_dir: Path) -> None:
@@ -82,7 +92,7 @@ def test_system_supervises_the_direct_keypoints_and_the_gradient_reaches_the_hea
     rest = sum(weights[k] * v for k, v in without.items())
     assert terms["total"].item() == pytest.approx(rest.item() + 7.0 * by_hand.item(), rel=1e-4)
     terms["keypoints2d_direct"].backward()
-    final_conv = system.regressor.heatmaps.layers[-1].weight
+    final_conv = system.regressor.heatmaps.out.weight
     assert final_conv.grad is not None and final_conv.grad.abs().sum() > 0
 
 

@@ -60,19 +60,21 @@ def build_keypoint_hmr(
     lift_hidden: int = 512,
     head_dropout: float = 0.0,
     pooled_features: bool = True,
+    heatmap_stride: int = 8,
 ) -> KeypointHMR:
     """HMR whose IEF head also reads 2D keypoints found by a heatmap branch (the mini world's
     from-scratch CPU model, `gtahuman.models.keypoint_hmr`). ``backbone``: a name in
     `KEYPOINT_BACKBONES` (plain<width> or a timm CNN); ``backbone_args`` must be empty (no weights
     loading yet);
     ``img_res`` is accepted for the common signature (the network is fully convolutional);
-    ``pooled_features=False`` gives the IEF head the lifted keypoints only (no appearance)."""
+    ``pooled_features=False`` gives the IEF head the lifted keypoints only (no appearance);
+    ``heatmap_stride`` 8 or 4 (a stride-4 refinement layer on the backbone's stride-4 map)."""
     if backbone_args:
         raise ValueError(f"hmr_kp: backbone_args are not supported (got {sorted(backbone_args)})")
     del img_res
     return KeypointHMR(backbone=backbone, mean_params=mean_params, n_iter=n_iter, num_keypoints=num_keypoints,
                        heatmap_channels=heatmap_channels, lift_hidden=lift_hidden, head_dropout=head_dropout,
-                       pooled_features=pooled_features)
+                       pooled_features=pooled_features, heatmap_stride=heatmap_stride)
 
 
 def build_regressor(name: str, **kwargs: Any) -> nn.Module:
