@@ -19,24 +19,19 @@ its 95 % t-interval and says whether the whole interval is below 0. Figures go t
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from analysis.comparisons import compare
+from analysis.controls import answer_constant, answer_thinning, answer_world_controls
 from analysis.domain_classifier import domain_separability
 from analysis.per_bin import analyse_run, plot_per_bin, save_figure, write_csv
 from analysis.rundirs import Run, find_runs
-from analysis.stats import (
-    finite_values,
-    format_difference,
-    format_slope,
-    slope_interval,
-    welch_interval_from_samples,
-)
-from analysis.table_format import Cell, Table
+from analysis.stats import finite_values, format_slope, slope_interval
+from analysis.table_format import Table
 from analysis.tables import (
     METRIC_NAMES,
     TOY_NOTE,
@@ -50,26 +45,6 @@ from analysis.tables import (
 )
 from analysis.umap_features import EMBEDDINGS, embed_runs, plot_panels
 from gtahuman.atomic import atomic_write_text
-
-
-def compare(metric: str, before: Cell, after: Cell, what: str, against: str) -> str:
-    """One sentence: how ``after`` differs from ``before`` and whether the seeds resolve it (Welch
-    t-interval of the change over the cells' per-seed values, 95 %)."""
-    name = METRIC_NAMES.get(metric, metric)
-    diff = after.mean - before.mean
-    if not math.isfinite(diff):
-        return f"{what} vs {against}: no number to compare."
-    verb = "lowers" if diff < 0 else "raises" if diff > 0 else "does not change"
-    sentence = (f"{what} {verb} {name} by {abs(diff):.1f} mm against {against} "
-                f"({before.format()} → {after.format()} mm)")
-    before_values, after_values = finite_values(before.values), finite_values(after.values)
-    if len(before_values) < 2 and len(after_values) < 2:
-        return sentence + "; single runs, so the seed-to-seed spread is unknown."
-    if len(before_values) < 2 or len(after_values) < 2:
-        single = against if len(before_values) < 2 else what
-        return sentence + f"; {single} is a single run, so its seed-to-seed spread is unknown: not resolved."
-    change = welch_interval_from_samples(before_values, after_values)
-    return sentence + f"; change {format_difference(change)}."
 
 
 def _cells(table: Table) -> dict[tuple[str, ...], list]:
@@ -224,7 +199,12 @@ def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = Non
     for table in (two, six, seven, eight, nine, fig8_table(points, metric)):
         atomic_write_text(folder / f"{table.name}.csv", table.to_csv())
     used = [e.run for e in entries]
+    controls, control_lines = answer_world_controls(entries, metric)
+    thinned, thinned_lines = answer_thinning(entries, metric)
+    for table in (controls, *thinned):
+        atomic_write_text(folder / f"{table.name}.csv", table.to_csv())
     sections = [
+        ("Does every run beat the best constant predictor?", None, answer_constant(entries)),
         ("Does GTA-Human help? (Table 2)", two, answer_mixture(two, metric)),
         ("Does domain adaptation add to blended training? (Table 6)", six, answer_adaptation(six, metric)),
         ("Does the amount of GTA-Human matter? (Fig. 8)", fig8_table(points, metric),
@@ -236,6 +216,8 @@ def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = Non
          answer_domain_gap(used, folder, embedding, link)),
         ("Is the error higher where training data is scarce? (Fig. 9)", None,
          answer_scarcity(entries, folder, link, metric)),
+        ("Controls: does the BT gain appear only where GTA-Human adds coverage?", controls, control_lines),
+        ("Thinning one factor: does the error rise in exactly the thinned bins?", thinned, thinned_lines),
     ]
     toy = any(e.what.toy for e in entries)
     head = [f"# Findings from {len(entries)} runs", "",
@@ -245,7 +227,8 @@ def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = Non
     head += [f"- {n}" for n in notes] + ["", "Runs: " + ", ".join(f"`{r.label}`" for r in used), ""]
     body = []
     for number, (title, table, answers) in enumerate(sections, 1):
-        body += [f"## {number}. {title}", ""] + ([table.to_markdown(), ""] if table is not None else [])
+        tables = table if isinstance(table, list) else [] if table is None else [table]
+        body += [f"## {number}. {title}", ""] + [line for t in tables for line in (t.to_markdown(), "")]
         body += ["**From the numbers:**", ""] + answers + [""]
     text = "\n".join(head + body)
     atomic_write_text(out, text)

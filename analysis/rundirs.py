@@ -256,6 +256,8 @@ class RunDescriptor:
     amount_multiple: float | None  # amount sampler: multiple of the real pool
     evaluated_only: bool  # trainer.max_steps == 0: a published model tested as it is
     toy: bool
+    world: str = "-"  # the mini world's variant (standard, gta_studio, ...); "-" for the user's own data
+    fixed_synthetic: bool = False  # amount sampler: the synthetic part is a fixed, nested subset (an amount)
 
     @property
     def gta_multiple(self) -> float | None:
@@ -306,13 +308,15 @@ def describe_run(run: Run) -> RunDescriptor:
     total = args.get("total") if amount else None
     multiple = args.get("total_multiple") if amount else None
     ratio = cfg.data.real_ratio
+    world = str(cfg.data.get("miniworld_variant", "standard")) if cfg.data.get("miniworld") else "-"
     return RunDescriptor(
         experiment=experiment, seed=run.seed, task=str(cfg.task), method=method, mixture=mixture, has_real=has_real,
         has_synthetic=has_synthetic, backbone=backbone_label(cfg), synthetic_supervision=gta_supervision,
         adaptation=adaptation, sampler=str(cfg.data.sampler), real_ratio=None if ratio is None else float(ratio),
         amount_total=None if total is None else int(total),
         amount_multiple=None if multiple is None else float(multiple),
-        evaluated_only=evaluated_only, toy=run.is_toy)
+        evaluated_only=evaluated_only, toy=run.is_toy, world=world,
+        fixed_synthetic=bool(amount and args.get("fixed_synthetic_subset", False)))
 
 
 def finite_or_nan(value: Any) -> float:

@@ -12,7 +12,11 @@ a table position (usually seeds) are averaged: ``mean ± std`` (sample std over 
 - Table 7: real ratio x total amount (``sampler=amount``), PA-MPJPE.
 - Fig. 8: error against the amount of GTA-Human as a multiple of the real data: amount-sampler
   runs that use the whole real pool (``real_ratio x total_multiple = 1``, or ``real_ratio x
-  total = --real-pool``) plus real-only runs (0x).
+  total = --real-pool``) plus real-only runs (0x). Runs with ``fixed_synthetic_subset`` (nested
+  amounts) form their own line, apart from runs that redraw GTA-Human each epoch (shares).
+
+Runs on a control world of the mini world (``data.miniworld_variant`` other than standard) are
+left out of every table here; `analysis.findings` compares them in its controls section.
 - Table 8: HMR+ with the GTA-Human source supervised by keypoints, SMPL, both, or absent.
 - Table 9: HMR+ per backbone, real only against +GTA-Human (BT), and the change.
 
@@ -100,6 +104,15 @@ def _common_notes(entries: Sequence[Entry]) -> list[str]:
 def _all_labels(w: RunDescriptor) -> bool:
     """The synthetic sources (if any) are supervised with every label (Table 8 varies this)."""
     return w.synthetic_supervision in (None, "both")
+
+
+PAPER_WORLDS = ("standard", "-")  # the default mini world and the user's own data; variants are controls
+
+
+def paper_world(entries: Sequence[Entry]) -> list[Entry]:
+    """Entries whose run used the default mini world or real data: the paper's tables and Fig. 8
+    leave the control worlds (``data.miniworld_variant``) to the findings' controls section."""
+    return [e for e in entries if e.what.world in PAPER_WORLDS]
 
 
 def _plain(w: RunDescriptor) -> bool:
@@ -258,11 +271,17 @@ def fig8_points(entries: Sequence[Entry], metric: str = "pa_mpjpe",
         if w.adaptation is not None or w.evaluated_only or w.mixture == "FT" or not _all_labels(w):
             return None
         k = w.gta_multiple
-        if k is None or (k > 0 and not _whole_real_pool(w, real_pool)) or (k == 0 and w.sampler != "mixture"):
+        if k is None:
             return None
-        return (w.method, w.backbone, round(k, 3))
+        if w.sampler == "amount" and not _whole_real_pool(w, real_pool):
+            return None
+        if w.sampler != "amount" and (k > 0 or w.sampler != "mixture"):
+            return None
+        # Nested fixed subsets are amounts; redrawn ones are shares of one pool: separate lines.
+        backbone = f"{w.backbone}, nested GTA subsets" if w.fixed_synthetic else w.backbone
+        return (w.method, backbone, round(k, 3))
 
-    cells = group(entries, key, [metric])
+    cells = group(paper_world(entries), key, [metric])
     points: dict[tuple[str, str], dict[float, Cell]] = {}
     for (method, backbone, k), row in sorted(cells.items()):
         points.setdefault((method, backbone), {})[k] = row[metric]
@@ -308,6 +327,7 @@ def plot_fig8(points: dict[tuple[str, str], dict[float, Cell]], metric: str = "p
 
 # ------------------------------------------------------------------------------------ writing
 def build_tables(entries: Sequence[Entry], metric: str = "pa_mpjpe") -> list[Table]:
+    entries = paper_world(entries)
     return [table2(entries), table6(entries), table7(entries, metric), table8(entries), table9(entries, metric)]
 
 

@@ -30,7 +30,8 @@ from gtahuman.train import configured_world_size, datamodule_arguments, system_a
 
 NAMES = experiment_names()
 # Mini-world studies outside the paper's tables (no real-data version), like the quickstart.
-MINI_STUDIES = {"pare_vs_hmr_real_mini", "pare_vs_hmr_bt_mini", "findings_dann_mini"}
+MINI_STUDIES = {"pare_vs_hmr_real_mini", "pare_vs_hmr_bt_mini", "findings_dann_mini", "findings_unthinned_mini",
+                "findings_thinned_mini"}
 REAL_ROWS = [n for n in NAMES if not n.endswith("_mini") and n != "quickstart"]
 pytestmark = pytest.mark.usefixtures("single_thread")
 _BUILT: dict[str, HMRSystem] = {}  # systems differing only in numbers are built once
@@ -116,14 +117,22 @@ def test_config_builds_system_datamodule_and_sampler(name: str, toy_body: Path) 
     sizes = [(200_000 if real else 2000) if cfg.data.train[n].role == "synthetic" else (20_000 if real else 1000)
              for n in drawn]
     sampler_args = dict(dm.sampler_args, **({"epoch_length": dm.epoch_length} if dm.epoch_length else {}))
-    sampler = SAMPLERS.build(dm.sampler_name, sources=np.repeat(np.arange(len(sizes)), sizes), seed=0,
-                             source_names=drawn, **sampler_args)
+    sources = np.repeat(np.arange(len(sizes)), sizes)
+    if cfg.data.sampler == "scarcity":  # a factor spread evenly over -10..60 (GTA-Human's range) in every source
+        factor = np.concatenate([np.linspace(-10.0, 60.0, n) for n in sizes])
+        sampler_args["factors"] = {sampler_args["factor"]: factor}
+    sampler = SAMPLERS.build(dm.sampler_name, sources=sources, seed=0, source_names=drawn, **sampler_args)
     counts = describe(sampler)["counts"]
     share = sum(c for n, c in counts.items() if cfg.data.train[n].role == "real") / sum(counts.values())
     if adaptation:  # real source batches, each paired with an equal synthetic target batch
         assert share == 1.0 and any(cfg.data.train[n].role == "synthetic" for n in train_names)
     elif cfg.data.real_ratio is not None:
         assert share == pytest.approx(cfg.data.real_ratio, abs=1e-3)
+    elif cfg.data.sampler == "scarcity":  # only GTA-Human is thinned, only in the bins kept at 0
+        edges, keep = np.asarray(sampler_args["bins"], float), np.asarray(sampler_args["keep_fraction"], float)
+        on_gta = sources == drawn.index("gta")
+        dropped = on_gta & np.isin(np.digitize(factor, edges[1:-1]), np.flatnonzero(keep == 0))
+        assert counts["gta"] == on_gta.sum() - dropped.sum() and sum(counts.values()) == sources.size - dropped.sum()
     else:
         assert share == 1.0 and "gta" not in train_names
     if cfg.data.sampler == "amount" and real:  # Table 7: the first column, 100K samples

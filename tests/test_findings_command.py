@@ -40,18 +40,29 @@ def test_each_run_is_the_row_it_claims_on_the_quickstart_recipe(run: FindingsRun
     assert what.method == "HMR+" and cfg.body.model_dir is None  # the world's own toy body
     label = run.label
     assert what.seed == int(label.rsplit("seed ", 1)[1])  # every row at several seeds
+    assert what.world == ("gta_studio" if "negative-control" in label else "standard")
+    # as many validations (best-checkpoint choices) in every row, whatever its epoch length
+    assert (cfg.trainer.val_every_steps or cfg.data.epoch_length // cfg.data.batch_size) == 128
     if label.startswith("blended"):
         assert (what.mixture, what.adaptation, what.synthetic_supervision) == ("BT", None, "both")
     elif label.startswith("real only"):
         assert (what.mixture, what.gta_multiple) == ("-", 0.0)
     elif label.startswith("BT + DANN"):
         assert (what.mixture, what.adaptation, cfg.data.mode) == ("BT", "dann", "adaptation")
+    elif label.startswith("BT, negative-control world"):
+        assert (what.mixture, what.adaptation, what.sampler, what.world) == ("BT", None, "mixture", "gta_studio")
     elif label.startswith("real + "):
         multiple = float(label.split("+ ")[1].split("x")[0])
         assert what.sampler == "amount" and what.gta_multiple == pytest.approx(multiple, abs=1e-4)
         assert math.isclose(what.real_ratio * what.amount_multiple, 1.0, abs_tol=1e-4)  # all the real data
-    elif label.startswith("GTA-Human keypoints only"):
-        assert (what.mixture, what.synthetic_supervision) == ("BT", "keypoints")
+        assert what.fixed_synthetic  # amounts, nested, not shares of one pool
+    elif label.startswith(("every sample once", "GTA-Human elevations")):
+        args = cfg.data.sampler_args
+        assert (what.sampler, args.factor, list(args.apply_to_sources)) == ("scarcity", "cam_elevation", ["gta"])
+        kept = [float(k) for k in args.keep_fraction]
+        thinned = [lo >= 30 for lo in args.bins[:-1]]
+        # the arms differ in the high-elevation bins' kept fraction alone
+        assert kept == ([0.0 if t else 1.0 for t in thinned] if label.startswith("GTA") else [1.0] * len(kept))
     else:
         pytest.fail(f"no expectation written for findings run {label!r}")
 
@@ -60,8 +71,9 @@ def test_the_set_answers_every_question_it_promises() -> None:
     labels = [r.label for r in FINDINGS_RUNS]
     assert sum(label.startswith("blended") for label in labels) >= 3  # seeds for the BT-vs-real spread
     assert sum(label.startswith("real only") for label in labels) >= 3
-    assert len({label.split(", seed")[0] for label in labels if label.startswith("real + ")}) >= 2  # a trend needs amounts
-    assert {"BT + DANN, seed 0", "GTA-Human keypoints only, seed 2"} <= set(labels)
+    assert len({label.split(", seed")[0] for label in labels if label.startswith("real + ")}) >= 4  # nested amounts
+    assert {"BT + DANN, seed 2", "every sample once per epoch, seed 2", "GTA-Human elevations >= 30 deg removed, seed 2",
+            "BT, negative-control world (GTA-Human within the studio's coverage), seed 2"} <= set(labels)
     assert {r.label for r in FINDINGS_RUNS if r.features} == {"blended (BT), seed 0", "BT + DANN, seed 0"}
     folders = {(r.experiment, r.run_id) for r in FINDINGS_RUNS}
     assert len(folders) == len(FINDINGS_RUNS)  # no two runs share a run directory

@@ -161,6 +161,27 @@ def test_amount_total_multiple_reproduces_fig8_axis():
     assert set(plan[sources[plan] != 2].tolist()) == set(np.flatnonzero(sources != 2).tolist())
 
 
+def test_fixed_synthetic_subsets_are_amounts_nested_across_runs_of_one_seed():
+    sources = make_sources([600, 400, 5000])  # real pool 1000, synthetic pool 5000
+
+    def synthetic_set(multiple: float, seed: int, epoch: int = 0) -> set[int]:
+        sampler = SAMPLERS.build("amount", sources=sources, real_ratio=1 / (1 + multiple), total_multiple=1 + multiple,
+                                 synthetic_sources=[2], fixed_synthetic_subset=True, seed=seed)
+        sampler.set_epoch(epoch)
+        plan = sampler.global_plan()
+        assert np.unique(plan).size == plan.size  # every epoch visits the fixed set once
+        return set(plan[sources[plan] == 2].tolist())
+
+    quarter, half, double = synthetic_set(0.25, 0), synthetic_set(0.5, 0), synthetic_set(2.0, 0)
+    assert (len(quarter), len(half), len(double)) == (250, 500, 2000)
+    assert quarter < half < double  # nested
+    assert synthetic_set(0.5, 0, epoch=3) == half  # the same samples every epoch
+    assert synthetic_set(0.5, 1) != half  # another seed, another subset
+    with pytest.raises(SamplerConfigError, match="fixed_synthetic_subset"):
+        SAMPLERS.build("amount", sources=sources, real_ratio=1 / 7, total_multiple=7, synthetic_sources=[2],
+                       fixed_synthetic_subset=True)
+
+
 def test_amount_refuses_more_real_than_exists():
     sources = make_sources([600, 400, 5000])
     with pytest.raises(SamplerConfigError) as err:

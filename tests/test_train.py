@@ -252,3 +252,18 @@ def test_train_mean_start_is_the_saved_constant(tiny_config, single_thread) -> N
 def test_init_estimate_is_checked_before_any_work(tiny_config, overrides, match) -> None:
     with pytest.raises(ValueError, match=match):
         train(tiny_config("run.run_id=never", *overrides))
+
+
+def test_val_every_steps_validates_across_short_epochs(tiny_config, single_thread) -> None:
+    """trainer.val_every_steps: validations every N batches, whatever the epoch length (2 batches
+    here), so short-epoch samplers validate as often as long-epoch ones."""
+    import csv
+
+    def validated_steps(run_id: str, *overrides: str) -> list[int]:
+        metrics = train(tiny_config(f"run.run_id={run_id}", "data.epoch_length=16", "trainer.max_steps=8",
+                                    "trainer.max_epochs=100", "trainer.limit_val_batches=1", *overrides))
+        with open(Path(metrics["run_dir"]) / "logs" / "metrics.csv") as file:
+            return [int(row["step"]) for row in csv.DictReader(file) if row.get("val/pa_mpjpe")]
+
+    assert len(validated_steps("val_each_epoch")) == 4  # 8 batches, epochs of 2
+    assert len(validated_steps("val_every_4", "trainer.val_every_steps=4")) == 2

@@ -188,6 +188,10 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = None
     log_every_n_steps: int = 10
     val_check_interval: Optional[float] = None
+    # Validate every N training batches, counted across epoch ends, so runs with short epochs (the
+    # amount and scarcity samplers) pick their best checkpoint among as many validations as others;
+    # null: val_check_interval, or each epoch end.
+    val_every_steps: Optional[int] = None
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
     progress_bar: bool = True

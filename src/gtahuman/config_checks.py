@@ -409,6 +409,11 @@ def _check_trainer(c: _Checks) -> None:
     c.number("trainer.log_every_n_steps", 1, what="steps between logged rows")
     c.number("trainer.val_check_interval", 0, 1, low_open=True, optional=True,
              what="the fraction of an epoch between validations; null: each epoch end")
+    c.number("trainer.val_every_steps", 1, optional=True, what="training batches between validations; null: "
+                                                               "val_check_interval or each epoch end")
+    if c.value("trainer.val_every_steps") is not None and c.value("trainer.val_check_interval") is not None:
+        c.bad("trainer.val_every_steps", c.value("trainer.val_every_steps"),
+              "null when trainer.val_check_interval is set (one validation rule, not both)")
     for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
         given, value = c.get(key)
         if given and value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)

@@ -296,6 +296,8 @@ def build_trainer(cfg: DictConfig, run: RunDir,
                                   "limit_val_batches") if t[k] is not None}
     if cfg.model.variant == "hmr":  # manual optimisation: the system clips (system_arguments)
         optional.pop("gradient_clip_val", None)
+    if t.val_every_steps is not None:  # an int interval counted across epochs needs the epoch rule off
+        optional.update(val_check_interval=int(t.val_every_steps), check_val_every_n_epoch=None)
     trainer = L.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,

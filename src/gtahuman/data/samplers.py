@@ -27,6 +27,8 @@ from gtahuman.registry import Registry
 from . import sampler_plans as plans
 from .sampler_plans import EpochSampler, SamplerConfigError, SourceKey
 
+_NESTED_SYNTHETIC_STREAM = 0x5E57  # AmountSampler's fixed synthetic order (nested amounts)
+
 __all__ = [
     "SAMPLERS",
     "AmountSampler",
@@ -194,6 +196,12 @@ class AmountSampler(EpochSampler):
     from the 4x set during training"), without replacement while the pool lasts. Fig. 8's "kx
     GTA" (all real data plus k times as much synthetic) is total_multiple=1+k,
     real_ratio=1/(1+k).
+
+    ``fixed_synthetic_subset=True`` reads the synthetic part as an *amount* too: it is the first
+    ``synthetic_count`` samples of one permutation of the synthetic pool that depends on the seed
+    alone, visited every epoch. So amounts are nested (at one seed, the samples of 0.25x GTA are
+    among those of 0.5x), and a larger amount means more distinct synthetic samples, not a larger
+    share of the same pool (redrawn each epoch, every amount eventually sees the whole pool).
     """
 
     def __init__(
@@ -206,6 +214,7 @@ class AmountSampler(EpochSampler):
         total_multiple: float | None = None,
         allow_repeat: bool = False,
         fixed_real_subset: bool = True,
+        fixed_synthetic_subset: bool = False,
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
@@ -249,12 +258,25 @@ class AmountSampler(EpochSampler):
                 f"synthetic samples to draw {self.synthetic_count} from",
                 "an empty synthetic pool",
             )
+        if fixed_synthetic_subset and self.synthetic_count > self.synthetic_pool.size and not allow_repeat:
+            raise SamplerConfigError(
+                "amount",
+                "fixed_synthetic_subset",
+                f"at most {self.synthetic_pool.size} synthetic samples (the synthetic pool) as a fixed subset, but "
+                f"the amount asks for {self.synthetic_count}; lower total_multiple or pass allow_repeat=True",
+            )
         self.real_ratio = float(real_ratio)
         self._fixed_real = (
             plans.draw_from_pool(self.real_pool, self.real_count, self.fixed_rng())
             if fixed_real_subset
             else None
         )
+        self._fixed_synthetic = None
+        if fixed_synthetic_subset:
+            # One permutation from its own stream, independent of the amount and of the real
+            # draw, read as a prefix: the amounts of one seed are nested.
+            order = np.random.default_rng([self.seed, _NESTED_SYNTHETIC_STREAM]).permutation(self.synthetic_pool)
+            self._fixed_synthetic = np.resize(order, self.synthetic_count)  # resize repeats (allow_repeat)
 
     def global_length(self) -> int:
         return self.total
@@ -263,7 +285,9 @@ class AmountSampler(EpochSampler):
         real = self._fixed_real
         if real is None:
             real = plans.draw_from_pool(self.real_pool, self.real_count, rng)
-        synthetic = plans.draw_from_pool(self.synthetic_pool, self.synthetic_count, rng)
+        synthetic = self._fixed_synthetic
+        if synthetic is None:
+            synthetic = plans.draw_from_pool(self.synthetic_pool, self.synthetic_count, rng)
         return rng.permutation(np.concatenate([real, synthetic]))
 
     def _describe_extra(self) -> dict[str, Any]:
@@ -274,6 +298,7 @@ class AmountSampler(EpochSampler):
             "real_pool": int(self.real_pool.size),
             "synthetic_pool": int(self.synthetic_pool.size),
             "fixed_real_subset": self._fixed_real is not None,
+            "fixed_synthetic_subset": self._fixed_synthetic is not None,
         }
 
 
