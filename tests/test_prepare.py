@@ -15,7 +15,7 @@ from gtahuman.body.smpl import BodyModel
 from gtahuman.data import prepare as prepare_module
 from gtahuman.data.formats.errors import DataFormatError
 from gtahuman.data.formats.gta_raw import GTASequence, write_sequence
-from gtahuman.data.formats.humandata import HUMAN_DATA_NAMES, HumanData, dump_humandata
+from gtahuman.data.formats.humandata import HUMAN_DATA_NAMES, HumanData, dump_humandata, load_humandata
 from gtahuman.data.formats.spin_npz import SpinNpz, write_spin_npz
 from gtahuman.data.index import COLUMNS, SampleIndex
 from gtahuman.data.prepare import SourceChangedError, TooManyBadImagesError, load_prepared, prepare_dataset
@@ -264,6 +264,31 @@ def test_humandata_compressed_keypoints_to_smpl54(tmp_path, body_dir):
     dump_humandata(tmp_path / "pw3d.npz", hd)
     with pytest.raises(ValueError, match="pw3d.npz.*image-root"):
         run("humandata", tmp_path / "pw3d.npz", tmp_path / "out2", body_dir)
+
+
+def test_humandata_per_sample_has_smpl_is_kept(tmp_path, body_dir):
+    """mmhuman3d writes ``has_smpl`` per sample where a file mixes reliable and unreliable fits
+    (spin_mpi_inf_3dhp_train.npz): a 0 row trains on its keypoints only, its fit is no ground truth."""
+    rng = np.random.default_rng(6)
+    n = 3
+    hd = HumanData(
+        data_len=n, image_path=np.array([f"images/seq_00000002/{i:08d}.jpeg" for i in range(n)]),
+        bbox_xywh=np.array([[10, 20, 300, 600, 1]] * n, np.float32), config="gta_human",
+        smpl={"global_orient": np.tile(FACING_CAMERA, (n, 1)), "body_pose": rng.normal(0, 0.2, (n, 23, 3)),
+              "betas": rng.normal(size=(n, 10)), "transl": np.tile([0.0, 0.0, 5.0], (n, 1))},
+        has_smpl=np.array([1, 0, 1], np.uint8))
+    path = dump_humandata(tmp_path / "mixed.npz", hd)
+    assert load_humandata(path).has_smpl.tolist() == [1, 0, 1]
+    index = run("humandata", path, tmp_path / "out", body_dir)
+    assert index["has_smpl"].tolist() == [True, False, True]
+    assert np.isnan(index["cam_elevation"][1]) and np.isfinite(index["cam_elevation"][[0, 2]]).all()
+    hd.has_smpl = np.array([1, 2, 1], np.uint8)
+    dump_humandata(tmp_path / "bad.npz", hd)
+    with pytest.raises(DataFormatError, match="bad.npz: key 'has_smpl'"):
+        load_humandata(tmp_path / "bad.npz")
+    hd.has_smpl = np.array([1, 0], np.uint8)  # one flag short
+    with pytest.raises(DataFormatError, match="has_smpl"):
+        dump_humandata(tmp_path / "short.npz", hd)
 
 
 # -- resumability and checksums ----------------------------------------------------------------------

@@ -476,10 +476,12 @@ class HumanDataSource:
             go, pose = hd.smpl["global_orient"][s], hd.smpl["body_pose"][s].reshape(n, 69)
             transl = hd.smpl["transl"][s] if "transl" in hd.smpl else np.zeros((n, 3), np.float32)
             camera = transl if self.is_gta and "transl" in hd.smpl else _camera_on_axis(n)
+            # per-sample flags where the file has them (unreliable fits are not ground truth)
+            has_smpl = np.ones(n, bool) if hd.has_smpl is None else hd.has_smpl[s] == 1
             columns.update(smpl_global_orient=go, smpl_body_pose=pose, smpl_betas=betas[:, :10],
-                           smpl_transl=transl, has_smpl=np.ones(n, bool),
-                           self_occluded_ratio=self.body.self_occluded_ratio(betas[:, :10], pose, go),
-                           **self.body.smpl_factors(go, camera, pose))
+                           smpl_transl=transl, has_smpl=has_smpl,
+                           self_occluded_ratio=self.body.self_occluded_ratio(betas[:, :10], pose, go, has_smpl),
+                           **self.body.smpl_factors(go, camera, pose, has_smpl))
         return chunk_index(columns, keep, {**self.meta, **counts.meta()})
 
 

@@ -59,6 +59,9 @@ class HumanData:
     bbox_xywh: np.ndarray | None = None  # (N, 5): x, y, w, h, confidence
     config: str | None = None
     smpl: dict[str, np.ndarray] | None = None
+    # (N,) uint8 0/1: which rows' ``smpl`` is ground truth. mmhuman3d's converters write it where a
+    # file mixes reliable and unreliable fits (SPIN's MPI-INF-3DHP); absent: every row of ``smpl``.
+    has_smpl: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     keypoints: dict[str, np.ndarray] = field(default_factory=dict)
     keypoint_masks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -118,6 +121,8 @@ def _frame_indexed(hd: HumanData) -> dict[str, Any]:
     arrays.update(hd.keypoints)
     for name, value in (hd.smpl or {}).items():
         arrays[f"smpl.{name}"] = value
+    if hd.has_smpl is not None:
+        arrays["has_smpl"] = hd.has_smpl
     if "gender" in hd.meta:
         arrays["meta.gender"] = hd.meta["gender"]
     return arrays
@@ -162,6 +167,13 @@ def load_humandata(path: str | os.PathLike) -> HumanData:
         hd.config = str(raw.pop("config"))
     if "smpl" in raw:
         hd.smpl = _parse_smpl(raw.pop("smpl"), source)
+    if "has_smpl" in raw:
+        flags = as_float32(raw.pop("has_smpl"), source, "has_smpl", (None,))
+        if not np.isin(flags, (0, 1)).all():
+            raise DataFormatError(source, "has_smpl", "0/1 flags, one per sample", describe(flags))
+        if hd.smpl is None and flags.any():
+            raise DataFormatError(source, "has_smpl", "no sample flagged without an 'smpl' dict", "flags set to 1")
+        hd.has_smpl = flags.astype(np.uint8)
     if "meta" in raw:
         meta = raw.pop("meta")
         if not isinstance(meta, dict):
@@ -218,6 +230,8 @@ def dump_humandata(path: str | os.PathLike, hd: HumanData, compress_keypoints: b
         out["config"] = np.array(hd.config)
     if hd.smpl is not None:
         out["smpl"] = _object_scalar({k: np.asarray(v) for k, v in hd.smpl.items()})
+    if hd.has_smpl is not None:
+        out["has_smpl"] = np.asarray(hd.has_smpl, dtype=np.uint8)
     if hd.meta:
         out["meta"] = _object_scalar(dict(hd.meta))
     for key, values in hd.keypoints.items():
