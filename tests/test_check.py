@@ -17,7 +17,7 @@ from experiments.run import main as run_main
 from gtahuman.check import check
 from gtahuman.check_step import SyntheticSamples
 from gtahuman.config import load_config
-from gtahuman.data.check import check_index, index_dir_for
+from gtahuman.data.check import annotation_rows, check_index, index_dir_for
 from gtahuman.data.check import main as data_check_main
 from gtahuman.data.draw_samples import CONTEXT, KEYPOINT_RADIUS, TILE, draw_samples, keypoint_colours
 from gtahuman.data.index import SampleIndex
@@ -123,7 +123,11 @@ def test_mini_world_check_prepares_plans_and_measures_one_batch(mini):
 def test_plan_before_preparation_equals_the_plan_after(tmp_path, mini, single_thread):
     cfg, _ = mini
     world = Path(cfg.data.world_dir)
+    # as real data, an HMR+ row's keypoint-only source needs static fits (all-zero ones: rejected by SPIN's rule)
+    rows = annotation_rows("spin_npz", world / "real_indoor" / "real_kp_train.npz")
+    np.save(tmp_path / "real_kp_fits.npy", np.zeros((rows, 82), np.float32))
     real_like = [*_tiny_paths(cfg), "data.miniworld=null", f"body.model_dir={world / 'body'}",
+                 f"data.train.real_kp.static_fits={tmp_path / 'real_kp_fits.npy'}",
                  f"run.cache_dir={tmp_path / 'fresh_cache'}",
                  f"data.train.real_indoor.path={world / 'real_indoor' / 'real_indoor_train.npz'}",
                  f"data.train.real_kp.path={world / 'real_indoor' / 'real_kp_train.npz'}",
@@ -244,3 +248,30 @@ def test_data_check_command_on_the_mini_world(tmp_path, mini, capsys):
     assert data_check_main(["humandata", str(tmp_path / "nothere.npz"), "--body-model-dir", report.body["dir"]]) == 1
     assert f"source: {tmp_path / 'nothere.npz'} does not exist" in capsys.readouterr().out
     assert ensure_assets(cfg) == Path(report.body["dir"])
+
+
+def test_hmr_plus_row_without_static_fits_for_a_keypoint_only_source_is_a_problem(tmp_path):
+    """Table 2's HMR+ is HMR supervised by SPIN's static fits: a keypoint-only source without them
+    turns the row into HMR without the adversary, so `check` names the key to set."""
+    from gtahuman.data.formats.humandata import HumanData, dump_humandata
+
+    n = 2
+    keypoints_only = HumanData(data_len=n, image_path=np.array(["a.jpg", "b.jpg"]),
+                               bbox_xywh=np.ones((n, 5), np.float32),
+                               keypoints={"keypoints2d": np.ones((n, 190, 3), np.float32)})
+    (tmp_path / "preprocessed_datasets").mkdir()
+    dump_humandata(tmp_path / "preprocessed_datasets" / "lsp_train.npz", keypoints_only)
+    base = ["experiment=table2_hmr_plus_bt", f"data.root={tmp_path}", f"run.cache_dir={tmp_path / 'cache'}"]
+
+    def fits_problems(*overrides):
+        report = check(load_config([*base, *overrides]), measure=False)
+        return [p for p in report.problems if p.key.endswith(".static_fits")]
+
+    [problem] = fits_problems()
+    assert problem.key == "data.train.lsp.static_fits" and "HMR without the adversary" in problem.message
+    assert "static_fits/<dataset>_fits.npy" in problem.message
+    [missing] = fits_problems(f"data.train.lsp.static_fits={tmp_path / 'lsp_fits.npy'}")
+    assert "no such file" in missing.message
+    np.save(tmp_path / "lsp_fits.npy", np.zeros((n, 82), np.float32))
+    assert fits_problems(f"data.train.lsp.static_fits={tmp_path / 'lsp_fits.npy'}") == []
+    assert fits_problems("model.variant=hmr") == []  # HMR uses its adversarial prior, not fits

@@ -46,6 +46,7 @@ from gtahuman.data.check import (
     annotation_rows,
     check_index,
     default_image_root,
+    has_own_smpl,
     index_dir_for,
     sample_image_paths,
 )
@@ -201,6 +202,29 @@ def check_files(cfg: DictConfig, report: CheckReport) -> None:
             report.problem(key, value, f"no such file: {what}")
 
 
+def check_static_fits(cfg: DictConfig, report: CheckReport) -> None:
+    """HMR+ is HMR supervised by SPIN's static fits where a dataset has 2D keypoints only (the
+    paper's Table 2); without them such a source trains on its keypoints alone and the row is HMR
+    without the adversary. Real data only: the mini world's keypoint-only set has no fits yet."""
+    for name, src in cfg.data.train.items():
+        key, fits = f"data.train.{name}.static_fits", src.get("static_fits")
+        if fits:
+            if src.kind == "gta_raw":
+                report.problem(key, fits, "static fits join SPIN npz or HumanData rows; a gta_raw source has SMPL")
+            elif not Path(fits).is_file():
+                report.problem(key, fits, "no such file: SPIN's static fits (static_fits/<dataset>_fits.npy)")
+            continue
+        path = _value(src, "path")
+        if (cfg.model.variant != "hmr_plus" or cfg.data.miniworld or path is None or not Path(path).is_file()
+                or src.kind not in ("spin_npz", "humandata")):
+            continue
+        if not has_own_smpl(src.kind, path):
+            report.problem(key, "", f"model.variant=hmr_plus, but {path} has 2D keypoints only: without SPIN's "
+                                    f"static fits this source trains on its keypoints alone and the row is HMR "
+                                    f"without the adversary, not HMR+; give {key}=<SPIN data>/static_fits/"
+                                    f"<dataset>_fits.npy (SPIN's data release)")
+
+
 # ------------------------------------------------------------------------------ data sources
 def _check_layout(key: str, kind: str, path: Path, image_root: Path, report: CheckReport) -> bool:
     """The annotation file / release root and the image folder; True when both are there."""
@@ -256,7 +280,7 @@ def check_source(split: str, name: str, src: DictConfig, cfg: DictConfig, body_d
     status.state = "not prepared"
     if body_dir is None:
         return status
-    index_dir = index_dir_for(cfg.run.cache_dir, name, kind, path, src.image_root, body_dir)
+    index_dir = index_dir_for(cfg.run.cache_dir, name, kind, path, src.image_root, body_dir, src.get("static_fits"))
     if (index_dir / MANIFEST).is_file():
         checked = check_index(index_dir, source=path)
         for text in checked.problems:
@@ -302,6 +326,7 @@ def check(cfg: DictConfig, *, prepare: bool | None = None, steps: int = 3, measu
         return report
     body_dir = check_body(cfg, report)
     check_files(cfg, report)
+    check_static_fits(cfg, report)
     prepare = bool(cfg.data.miniworld) if prepare is None else prepare
     for split in ("train", "val", "test"):
         for name, src in cfg.data[split].items():

@@ -84,6 +84,9 @@ class SourceConfig:
     role: str = "real"  # real | synthetic (mixing groups; DA: real = source, synthetic = target)
     weight: float = 1.0  # partition weight inside its role group (mmhuman3d-style mixing)
     domain: Optional[str] = None  # domain label for analyses; default: the source name
+    # SPIN's static_fits/<dataset>_fits.npy (spin_npz / humandata): SMPL for the rows without their own,
+    # where SPIN's validity rule accepts the fit (gtahuman.data.static_fits); HMR+ rows need them
+    static_fits: Optional[str] = None
 
 
 @dataclass

@@ -104,11 +104,13 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
     path = Path(src.path).resolve()
     image_root = Path(src.image_root).resolve() if src.image_root else (path if src.kind == "gta_raw" else path.parent)
     cache = Path(cfg.run.cache_dir)
-    index_dir = cache / "indices" / f"{name}-{_key(src.kind, path, image_root, body_dir.resolve())}"
+    fits = Path(src.static_fits).resolve() if src.get("static_fits") else None
+    key = _key(src.kind, path, image_root, body_dir.resolve(), *([fits] if fits else []))
+    index_dir = cache / "indices" / f"{name}-{key}"
     with file_lock(cache / "locks" / f"{index_dir.name}.lock"):
         index = prepare_dataset(src.kind, path, index_dir, body_model_dir=body_dir, dataset_name=name,
                                 domain=src.domain or name, image_root=image_root,
-                                progress=cfg.trainer.progress_bar)
+                                progress=cfg.trainer.progress_bar, static_fits=fits)
         crop_dir = None
         if cfg.data.crop_cache:
             manifest = (index_dir / "manifest.json").read_bytes()  # a re-prepared index gets a new cache

@@ -94,13 +94,22 @@ def default_image_root(kind: str, source: Path) -> Path:
 
 
 def index_dir_for(cache_dir: str | Path, name: str, kind: str, source: str | Path,
-                  image_root: str | Path | None, body_dir: str | Path) -> Path:
+                  image_root: str | Path | None, body_dir: str | Path, static_fits: str | Path | None = None) -> Path:
     """The folder ``gtahuman.train.prepare_source`` prepares source ``name`` into."""
     from gtahuman.train import _key  # the same content key as training (tests guard the match)
 
     source = Path(source).resolve()
     root = Path(image_root).resolve() if image_root else default_image_root(kind, source)
-    return Path(cache_dir) / "indices" / f"{name}-{_key(kind, source, root, Path(body_dir).resolve())}"
+    fits = [Path(static_fits).resolve()] if static_fits else []
+    return Path(cache_dir) / "indices" / f"{name}-{_key(kind, source, root, Path(body_dir).resolve(), *fits)}"
+
+
+def has_own_smpl(kind: str, path: str | Path) -> bool:
+    """Whether an annotation file carries SMPL at all (gta_raw always; an npz kind when it has its
+    SMPL member), read from the archive's directory only."""
+    if kind == "gta_raw":
+        return True
+    return _npz_member_shape(Path(path), "pose" if kind == "spin_npz" else "smpl") is not None
 
 
 # ------------------------------------------------------------------------------- the report
@@ -137,9 +146,12 @@ class DatasetReport:
             unit = "sequences (annotation pickles)" if self.kind == "gta_raw" else "rows"
             lines.append(f"  annotation file: {self.annotation_rows} {unit}"
                          + (f" (expected {self.expected})" if self.expected is not None else ""))
-        changed = {k: v for k, v in self.prepare_counts.items() if v}
+        changed = {k: v for k, v in self.prepare_counts.items() if v and not k.startswith("static_fits_")}
         if changed:
             lines.append(f"  prepare dropped / clipped: {changed}")
+        if "static_fits_used" in self.prepare_counts:
+            lines.append(f"  static fits: {self.prepare_counts['static_fits_used']} used, "
+                         f"{self.prepare_counts.get('static_fits_rejected', 0)} rejected by SPIN's rule")
         if self.toy_body:
             lines.append("  prepared with the TOY body model (not SMPL)")
         if self.drawing is not None:

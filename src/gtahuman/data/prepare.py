@@ -155,12 +155,15 @@ def prepare_dataset(
     batch_size: int = 512,
     device: str = "cpu",
     max_bad_images: int = 100,
+    static_fits: str | os.PathLike | None = None,
 ) -> SampleIndex:
     """Convert ``source`` of ``kind`` (gta_raw, spin_npz, humandata) into an index in ``out_dir``.
 
     ``chunk_size``: sequences per chunk for gta_raw, rows otherwise (defaults in
     :data:`DEFAULT_CHUNK_SIZE`). ``batch_size``/``device``: body-model batches. Samples whose image
     is missing or unreadable are dropped and counted; more than ``max_bad_images`` stops the run.
+    ``static_fits``: SPIN's ``*_fits.npy`` for a spin_npz or humandata source, joined by row to the
+    rows without SMPL of their own (`gtahuman.data.static_fits`; checksummed with the source).
     Returns the saved index, memory-mapped.
     """
     if kind not in SOURCES:
@@ -174,11 +177,15 @@ def prepare_dataset(
         _check_out_dir(out_dir)
         body = BodyContext(body_model_dir, batch_size, device)
         meta = {"dataset": dataset_name, "domain": domain}
-        src = SOURCES[kind](source, image_root, body, meta)
+        if static_fits is not None and kind == "gta_raw":
+            raise ValueError(f"{source}: static fits join SPIN npz or HumanData rows; a gta_raw source has SMPL")
+        fits = None if static_fits is None else Path(static_fits).resolve()
+        src = SOURCES[kind](source, image_root, body, meta, **({"static_fits": fits} if fits else {}))
         described = {path: describe_source_file(path) for path in
                      tqdm(src.source_files, desc="checksums", unit="file", disable=not progress, leave=False)}
         settings = {"version": PREPARE_VERSION, "kind": kind, "dataset": dataset_name, "domain": domain,
                     "image_root": str(image_root or source), "image_margin": IMAGE_MARGIN,
+                    **({"static_fits": str(fits)} if fits else {}),
                     "body_model": _fingerprint([describe_source_file(p) for p in body.files])}
         existing = _reusable(out_dir, settings, list(described.values()))
         if existing is not None:
@@ -242,7 +249,12 @@ def load_prepared(out_dir: str | os.PathLike, source: str | os.PathLike | None =
     recorded = index.meta["source_files"]
     for entry in recorded:
         path = Path(entry["path"])
-        current = now if path == prepared_from else now / path.relative_to(prepared_from)
+        if path == prepared_from:
+            current = now
+        elif path.is_relative_to(prepared_from):
+            current = now / path.relative_to(prepared_from)
+        else:  # a companion file kept elsewhere (SPIN's static fits): checked where it was
+            current = path
         if not current.is_file():
             raise FileNotFoundError(f"{current}: source file of index {out_dir} is missing")
         if current.stat().st_size != entry["bytes"] or describe_source_file(current)["sha256"] != entry["sha256"]:

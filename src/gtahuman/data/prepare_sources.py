@@ -50,6 +50,7 @@ from gtahuman.data.formats.gta_raw import FRAME_NAME, clean_bbox, intrinsics_fro
 from gtahuman.data.formats.humandata import humandata_keypoints, load_humandata
 from gtahuman.data.formats.spin_npz import bbox_xywh_from_center_scale, read_spin_npz
 from gtahuman.data.index import NUM_KEYPOINTS, SampleIndex, encode_categorical, encode_strings
+from gtahuman.data.static_fits import crop_keypoints, fit_validity, read_static_fits
 
 IMAGE_MARGIN = 0.5  # projected joints up to half an image outside the frame keep confidence 1
 MIN_DEPTH = 1e-3  # metres in front of the camera for a projection to count
@@ -363,19 +364,22 @@ def _camera_on_axis(n: int) -> np.ndarray:
 class SpinNpzSource:
     kind = "spin_npz"
 
-    def __init__(self, path: Path, image_root: Path | None, body: BodyContext, meta: dict[str, Any]):
+    def __init__(self, path: Path, image_root: Path | None, body: BodyContext, meta: dict[str, Any],
+                 static_fits: Path | None = None):
         if image_root is None:
             raise ValueError(f"{path}: a SPIN npz needs --image-root (the folder its 'imgname' paths are relative to)")
         self.path, self.image_root, self.body, self.meta = path, image_root, body, meta
         self.data = read_spin_npz(path)
+        self.fits = None if static_fits is None else read_static_fits(static_fits, len(self.data))
         check_image_folders(image_root, self.data.imgname, path)
         self.sequence, self.frame, folders = folder_sequences(self.data.imgname)
         self.sizes = ImageSizes(image_root)
-        self.source_files = [path]
-        self.extra_meta = {"keypoints3d_frame": "root-relative (SPIN 'S')", "sequence_folders": folders}
+        self.source_files = [path] + ([Path(static_fits)] if static_fits is not None else [])
+        self.extra_meta = {"keypoints3d_frame": "root-relative (SPIN 'S')", "sequence_folders": folders,
+                           "static_fits": None if static_fits is None else str(static_fits)}
 
     def chunks(self, chunk_size: int) -> list[Chunk]:
-        return row_chunks(len(self.data), chunk_size, (self.path,))
+        return row_chunks(len(self.data), chunk_size, tuple(self.source_files))  # a changed fits file too
 
     def build(self, chunk: Chunk) -> SampleIndex:
         d, s, counts = self.data, slice(chunk.start, chunk.stop), Counts()
@@ -393,13 +397,38 @@ class SpinNpzSource:
         if d.S is not None:
             keypoints3d = to_smpl54(finite_keypoints(d.S[s], counts, "S"), "smpl_24")
             columns.update(keypoints3d=keypoints3d, has_keypoints3d=(keypoints3d[..., 3] > 0).any(axis=1))
-        if d.pose is not None:
-            has_smpl = d.has_smpl[s] == 1
-            go, pose = d.pose[s, :3], d.pose[s, 3:]
-            columns.update(smpl_global_orient=go, smpl_body_pose=pose, smpl_betas=d.shape[s], has_smpl=has_smpl,
-                           self_occluded_ratio=self.body.self_occluded_ratio(d.shape[s][:, :10], pose, go, has_smpl),
+        if d.pose is not None or self.fits is not None:
+            if d.pose is not None:
+                has_smpl, pose72, betas = d.has_smpl[s] == 1, d.pose[s], d.shape[s]
+            else:
+                has_smpl, pose72, betas = np.zeros(n, bool), np.zeros((n, 72), np.float32), np.zeros((n, 10), np.float32)
+            if self.fits is not None:
+                square = bbox_xywh_from_center_scale(d.center[s], d.scale[s])  # SPIN's crop, not clipped
+                pose72, betas, has_smpl = join_static_fits(self.body, self.fits[s], pose72, betas, has_smpl,
+                                                           keypoints2d, square, counts)
+            go, pose = pose72[:, :3], pose72[:, 3:]
+            columns.update(smpl_global_orient=go, smpl_body_pose=pose, smpl_betas=betas, has_smpl=has_smpl,
+                           self_occluded_ratio=self.body.self_occluded_ratio(betas[:, :10], pose, go, has_smpl),
                            **self.body.smpl_factors(go, _camera_on_axis(n), pose, has_smpl))
         return chunk_index(columns, keep, {**self.meta, **counts.meta()})
+
+
+def join_static_fits(body: BodyContext, fits: np.ndarray, pose72: np.ndarray, betas: np.ndarray, has_smpl: np.ndarray,
+                     keypoints2d: np.ndarray, bbox_xywh: np.ndarray, counts: Counts
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows without SMPL of their own take their static fit where SPIN's rule accepts it
+    (`gtahuman.data.static_fits`); rows with SMPL keep it. Returns (pose (N, 72), betas (N, 10),
+    has_smpl) and counts the fits used and rejected."""
+    pose72, betas, has_smpl = np.array(pose72, np.float32), np.array(betas[:, :10], np.float32), has_smpl.copy()
+    rows = np.flatnonzero(~has_smpl)
+    if rows.size:
+        fit_pose, fit_betas = fits[rows, :72], fits[rows, 72:]
+        joints = body.joints54(fit_betas, fit_pose[:, 3:], fit_pose[:, :3], np.zeros((rows.size, 3), np.float32))
+        _, valid = fit_validity(joints, crop_keypoints(keypoints2d[rows], bbox_xywh[rows]))
+        pose72[rows], betas[rows], has_smpl[rows] = fit_pose, fit_betas, valid
+        counts.add("static_fits_used", int(valid.sum()))
+        counts.add("static_fits_rejected", int((~valid).sum()))
+    return pose72, betas, has_smpl
 
 
 # -- HumanData npz -------------------------------------------------------------------------------
@@ -409,9 +438,11 @@ _GENDERS = {"m": 0, "male": 0, "f": 1, "female": 1}
 class HumanDataSource:
     kind = "humandata"
 
-    def __init__(self, path: Path, image_root: Path | None, body: BodyContext, meta: dict[str, Any]):
+    def __init__(self, path: Path, image_root: Path | None, body: BodyContext, meta: dict[str, Any],
+                 static_fits: Path | None = None):
         self.path, self.image_root, self.body, self.meta = path, image_root, body, meta
         hd = self.hd = load_humandata(path)
+        self.fits = None if static_fits is None else read_static_fits(static_fits, hd.data_len)
         for key in ("image_path", "bbox_xywh"):
             if getattr(hd, key) is None:
                 raise KeyError(f"{path}: key '{key}': expected this key in a HumanData file to prepare")
@@ -432,12 +463,13 @@ class HumanDataSource:
             folders = None
         else:
             self.sequence, self.frame, folders = folder_sequences(hd.image_path)
-        self.source_files = [path]
+        self.source_files = [path] + ([Path(static_fits)] if static_fits is not None else [])
         self.extra_meta = {"keypoints3d_frame": "as stored (mmhuman3d converters root-align to the pelvis)",
-                           "config": hd.config, "sequence_folders": folders}
+                           "config": hd.config, "sequence_folders": folders,
+                           "static_fits": None if static_fits is None else str(static_fits)}
 
     def chunks(self, chunk_size: int) -> list[Chunk]:
-        return row_chunks(self.hd.data_len, chunk_size, (self.path,))
+        return row_chunks(self.hd.data_len, chunk_size, tuple(self.source_files))
 
     def _image_sizes(self, s: slice, paths: np.ndarray, counts: Counts) -> np.ndarray:
         if self.sizes is not None:
@@ -468,16 +500,26 @@ class HumanDataSource:
         if "gender" in hd.meta:
             genders = hd.meta["gender"][s].tolist()
             columns["gender"] = np.array([_GENDERS.get(str(g).strip().lower(), -1) for g in genders], np.int8)
-        if hd.smpl is not None:
-            betas = hd.smpl["betas"][s]
+        if hd.smpl is not None or self.fits is not None:
+            smpl = hd.smpl or {"global_orient": np.zeros((hd.data_len, 3), np.float32),
+                               "body_pose": np.zeros((hd.data_len, 69), np.float32),
+                               "betas": np.zeros((hd.data_len, 10), np.float32)}
+            betas = smpl["betas"][s]
             if betas.shape[1] < 10:
                 raise ValueError(f"{self.path}: key 'smpl.betas': expected at least 10 shape coefficients, "
                                  f"got {betas.shape[1]}")
-            go, pose = hd.smpl["global_orient"][s], hd.smpl["body_pose"][s].reshape(n, 69)
-            transl = hd.smpl["transl"][s] if "transl" in hd.smpl else np.zeros((n, 3), np.float32)
-            camera = transl if self.is_gta and "transl" in hd.smpl else _camera_on_axis(n)
+            go, pose = smpl["global_orient"][s], smpl["body_pose"][s].reshape(n, 69)
+            transl = smpl["transl"][s] if "transl" in smpl else np.zeros((n, 3), np.float32)
+            camera = transl if self.is_gta and "transl" in smpl else _camera_on_axis(n)
             # per-sample flags where the file has them (unreliable fits are not ground truth)
-            has_smpl = np.ones(n, bool) if hd.has_smpl is None else hd.has_smpl[s] == 1
+            has_smpl = np.full(n, hd.smpl is not None) if hd.has_smpl is None else hd.has_smpl[s] == 1
+            if self.fits is not None:
+                if "keypoints2d" not in self.keypoints:
+                    raise KeyError(f"{self.path}: key 'keypoints2d': expected 2D keypoints to check static fits against")
+                pose72, betas, has_smpl = join_static_fits(
+                    self.body, self.fits[s], np.concatenate([go, pose], axis=1), betas[:, :10], has_smpl,
+                    self.keypoints["keypoints2d"][s], hd.bbox_xywh[s, :4], counts)
+                go, pose = pose72[:, :3], pose72[:, 3:]
             columns.update(smpl_global_orient=go, smpl_body_pose=pose, smpl_betas=betas[:, :10],
                            smpl_transl=transl, has_smpl=has_smpl,
                            self_occluded_ratio=self.body.self_occluded_ratio(betas[:, :10], pose, go, has_smpl),
