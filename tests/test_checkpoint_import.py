@@ -167,3 +167,39 @@ def test_init_checkpoint_is_applied_at_fit_setup_only(body_dir: str, tmp_path) -
     system.setup("fit")
     assert system.init_report is not None and system.init_report.clean
     assert_same_outputs(source, system)
+
+
+class _Payload:
+    """What a crafted checkpoint carries: unpickling it would call ``touch`` on a marker file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_with_python_objects_gives_its_weights_and_runs_nothing(tmp_path) -> None:
+    import argparse
+
+    from gtahuman.systems.checkpoint_import import read_state_dict
+    from gtahuman.systems.safe_checkpoint import StandIn, load_untrusted
+
+    marker = tmp_path / "payload-ran"
+    weights = {"fc1.weight": torch.arange(6.0).reshape(2, 3)}
+    torch.save({"state_dict": weights, "hyper_parameters": argparse.Namespace(lr=1e-4),
+                "extra": _Payload(marker)}, tmp_path / "third_party.ckpt")
+    with pytest.raises(Exception):  # torch's own safe mode refuses the file outright
+        torch.load(tmp_path / "third_party.ckpt", weights_only=True)
+    loaded = load_untrusted(tmp_path / "third_party.ckpt")
+    assert not marker.exists()  # the payload's callable became a stand-in and was never called
+    assert isinstance(loaded["extra"], StandIn) and "system" in repr(loaded["extra"])
+    assert isinstance(loaded["hyper_parameters"], StandIn) and loaded["hyper_parameters"].state == {"lr": 1e-4}
+    state, _, _ = read_state_dict(tmp_path / "third_party.ckpt")
+    torch.testing.assert_close(state["fc1.weight"], weights["fc1.weight"])
+    assert not marker.exists()
+    # control: plain torch.load without the safe mode does run it (so the test can fail)
+    torch.load(tmp_path / "third_party.ckpt", weights_only=False)
+    assert marker.exists()

@@ -22,7 +22,6 @@ discriminator) are listed but do not make the import unclean.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -32,6 +31,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from gtahuman.systems.safe_checkpoint import load_untrusted
 
 FORMATS = ("auto", "suite", "spin", "mmhuman3d")
 _SPIN_HEAD_KEYS = ("fc1.", "fc2.", "decpose.", "decshape.", "deccam.", "init_pose", "init_shape", "init_cam")
@@ -101,16 +102,9 @@ def read_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -
         path = Path(state_dict_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint to import not found: {path}")
-        try:
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # python objects inside (e.g. hyper-parameters): trust the file
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-            except ModuleNotFoundError as error:  # e.g. PARE's Lightning checkpoints pickle its classes
-                raise CheckpointImportError(
-                    f"{path}: unpickling needs module '{error.name}'; in an environment that has it, save "
-                    "the bare weights with torch.save(torch.load(path)['state_dict'], 'state_dict.pt')"
-                ) from error
+        # python objects inside (hyper-parameters, PARE's classes) become inert stand-ins: no code
+        # of the file runs (issue 20)
+        obj: Any = load_untrusted(path)
         source = str(path)
     else:
         obj, source = state_dict_or_path, "state dict"

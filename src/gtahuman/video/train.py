@@ -41,6 +41,7 @@ from gtahuman.models import HMRHead
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr import HMRSystem
+from gtahuman.systems.safe_checkpoint import load_untrusted
 from gtahuman.train import ResumableCSVLogger, build_trainer, ensure_assets, prepare_source, train, write_predictions
 from gtahuman.video.datamodule import VideoDataModule
 from gtahuman.video.features import extract_source, file_fingerprint, source_key
@@ -84,7 +85,7 @@ def load_frame_model(path: Path, fmt: str, cfg: DictConfig, body_dir: Path) -> H
     """A frozen `HMRSystem` in eval mode: from a suite checkpoint (its own hyper-parameters; the
     body model and, for real data, no ImageNet file needed), else built from ``cfg.model`` and
     filled by `import_hmr_state_dict` (SPIN / mmhuman3d layouts)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_untrusted(path)  # a peek at its layout; no code of the file runs
     suite = isinstance(checkpoint, dict) and "hyper_parameters" in checkpoint and "state_dict" in checkpoint
     if fmt == "suite" and not suite:
         raise ValueError(f"{path}: video.frame_checkpoint_format=suite, but the file has no Lightning "
