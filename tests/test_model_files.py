@@ -127,6 +127,14 @@ def test_refuses_foreign_classes_in_a_pickle(tmp_path):
     path.write_bytes(b"\x80\x02cos\ngetcwd\n)R.")
     with pytest.raises(ModelFileError, match="os.getcwd"):
         load_smpl_model_file(path)
+    # numpy is no wildcard: its testing helpers exec strings (runstring), a crafted file could call them
+    marker = tmp_path / "ran"
+    source = f"open({str(marker)!r}, 'w').close()".encode()
+    path.write_bytes(b"\x80\x02cnumpy.testing._private.utils\nrunstring\nX" + len(source).to_bytes(4, "little")
+                     + source + b"}\x86R.")
+    with pytest.raises(ModelFileError, match="runstring"):
+        load_smpl_model_file(path)
+    assert not marker.exists()
 
 
 def test_convert_pickle_to_npz_without_pickles_inside(tmp_path):

@@ -30,6 +30,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import scipy.sparse
 
+from gtahuman.pickle_globals import NUMPY_GLOBALS
+
 NUM_VERTICES = 6890
 NUM_JOINTS = 24
 NUM_POSE_BASIS = 207  # 23 joints x 9 rotation-matrix entries
@@ -95,10 +97,8 @@ class _ModelUnpickler(pickle.Unpickler):
             return type(name, (_ChumpyStandIn,), {"source_class": f"{module}.{name}"})
         if module.startswith("scipy.sparse") and name in _SPARSE_NAMES:
             return type(name, (_SparseStandIn,), {"source_class": f"{module}.{name}"})
-        if module == "numpy.core" or module.startswith("numpy.core."):
-            module = "numpy._core" + module[len("numpy.core"):]  # numpy 2 renamed the package
-        if module == "numpy" or module.startswith("numpy."):
-            return super().find_class(module, name)
+        if (module, name) in NUMPY_GLOBALS:  # arrays, dtypes, scalars: not "anything under numpy"
+            return NUMPY_GLOBALS[(module, name)]
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise ModelFileError(

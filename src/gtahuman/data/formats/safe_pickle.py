@@ -23,13 +23,8 @@ from typing import IO, Any
 import numpy as np
 
 from gtahuman.data.formats.errors import DataFormatError, describe
+from gtahuman.pickle_globals import NUMPY_GLOBALS
 
-try:  # numpy >= 2 (numpy.core is a deprecated alias there)
-    from numpy._core import multiarray as _multiarray
-    from numpy._core import numeric as _numeric
-except ImportError:  # numpy 1.x
-    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
-    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -42,15 +37,10 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 # (module, name) -> the object itself. Python 2 (and protocol 2) pickles say __builtin__ and
 # need _codecs.encode for bytes; numpy's core is spelled numpy.core by numpy 1, numpy._core by 2.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    **NUMPY_GLOBALS,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): _latin1_encode,
 }
-for _core in ("numpy.core", "numpy._core"):
-    ALLOWED_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _multiarray._reconstruct  # ndarray.__reduce__
-    ALLOWED_GLOBALS[(f"{_core}.multiarray", "scalar")] = _multiarray.scalar  # np.float64, np.str_, ...
-    ALLOWED_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _numeric._frombuffer  # arrays, protocol 5
 for _builtins in ("builtins", "__builtin__"):
     ALLOWED_GLOBALS.update({(_builtins, kind.__name__): kind for kind in (set, frozenset, complex, bytes, bytearray)})
 
