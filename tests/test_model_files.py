@@ -157,6 +157,20 @@ def test_marked_npy_loads_like_a_plain_npy(tmp_path):
     assert (len(read_npy_header(path)) + 10) % 64 == 0  # npy alignment kept
 
 
+class _FailsMidWrite(np.ndarray):
+    def tobytes(self, *args, **kwargs):  # the header is written, then the process "dies"
+        raise KeyboardInterrupt
+
+
+def test_marked_npy_interrupted_mid_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = write_marked_npy(tmp_path / "r.npy", np.ones(4), "first")
+    monkeypatch.setattr(np, "ascontiguousarray", lambda a: a)  # keep the failing subclass
+    with pytest.raises(KeyboardInterrupt):
+        write_marked_npy(path, np.zeros(4).view(_FailsMidWrite), "second")
+    np.testing.assert_array_equal(np.load(path), np.ones(4))
+    assert "first" in read_npy_header(path) and list(tmp_path.iterdir()) == [path]  # no temporary left
+
+
 # --- the body-model directory ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_dir(toy_body_dir):

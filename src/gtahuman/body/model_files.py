@@ -30,6 +30,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import scipy.sparse
 
+from gtahuman.atomic import atomic_open
 from gtahuman.pickle_globals import NUMPY_GLOBALS
 
 NUM_VERTICES = 6890
@@ -275,7 +276,7 @@ def write_marked_npy(path: str | Path, array: np.ndarray, marker: str) -> Path:
     header += " " * ((-(preamble + len(header) + 1)) % 64) + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
+    with atomic_open(path, "wb") as handle:  # a kill mid-write leaves the old file or none, never half of one
         handle.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("ascii"))
         handle.write(array.tobytes())
     return path
