@@ -29,8 +29,15 @@ from analysis.comparisons import compare
 from analysis.controls import answer_constant, answer_thinning, answer_world_controls
 from analysis.domain_classifier import domain_separability
 from analysis.per_bin import analyse_run, plot_per_bin, save_figure, write_csv
-from analysis.rundirs import Run, find_runs
-from analysis.stats import finite_values, format_slope, slope_interval
+from analysis.rundirs import Run, describe_run, find_runs
+from analysis.stats import (
+    finite_values,
+    format_difference,
+    format_slope,
+    mean_interval,
+    slope_interval,
+    welch_interval_from_samples,
+)
 from analysis.table_format import Table
 from analysis.tables import (
     METRIC_NAMES,
@@ -134,12 +141,16 @@ def answer_backbones(table: Table, metric: str) -> list[str]:
 
 def answer_domain_gap(runs: Sequence[Run], folder: Path, embedding: str | None, link: str) -> list[str]:
     with_both = [r for r in runs if {"real", "synthetic"} <= {r.group_of(s) for s in r.feature_files()}]
-    lines = []
+    lines, by_setting = [], {}
     for run in with_both:
         result = domain_separability(run, folds=min(5, _smallest_group(run)))
         lines.append(f"- {run.label}: a linear classifier tells real from GTA-Human features with held-out accuracy "
                      f"{result.accuracy:.2f} ± {result.std:.2f} (chance {result.chance:.2f}; "
                      f"{sum(result.counts)} samples).")
+        what = describe_run(run)
+        setting = f"{what.method} {what.mixture}" + (f" + {what.adaptation.upper()}" if what.adaptation else "")
+        by_setting.setdefault(setting, []).append(result.accuracy)
+    lines += _accuracy_over_seeds(by_setting)
     featured = [r for r in runs if r.feature_files()]
     if embedding and featured:
         panels = embed_runs(featured, EMBEDDINGS[embedding], progress=False)
@@ -147,6 +158,23 @@ def answer_domain_gap(runs: Sequence[Run], folder: Path, embedding: str | None, 
         lines.append(f"\n![features]({link}/features.png)")
     return lines or ["- not answered: no run has features of both real and GTA-Human sets "
                      "(python -m experiments.evaluate ckpt=RUN/checkpoints/best.ckpt set=<real>,<gta>)."]
+
+
+def _accuracy_over_seeds(by_setting: dict[str, list[float]]) -> list[str]:
+    """Per setting with several seeds: mean domain-classifier accuracy and its 95 % t-interval over
+    seeds; against the setting without adaptation, the Welch interval of the change."""
+    lines = []
+    for setting, values in by_setting.items():
+        if len(values) >= 2:
+            mean, low, high = mean_interval(values)
+            lines.append(f"- {setting}, {len(values)} seeds: accuracy {mean:.2f}, 95 % CI [{low:.2f}, {high:.2f}].")
+    for setting, values in by_setting.items():
+        base = by_setting.get(setting.split(" + ")[0])
+        if " + " in setting and base is not None:
+            change = welch_interval_from_samples(base, values)
+            lines.append(f"- {setting} against {setting.split(' + ')[0]}: accuracy change "
+                         f"{format_difference(change, unit='', digits=2)}.")
+    return lines
 
 
 def _smallest_group(run: Run) -> int:

@@ -117,6 +117,17 @@ class BootstrapDifference:
         return bool(self.low > 0 or self.high < 0)
 
 
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` (seeds) with its t-interval (n - 1 degrees of
+    freedom); NaN bounds for fewer than two finite values."""
+    finite = finite_values(values)
+    mean = float(finite.mean()) if len(finite) else float("nan")
+    if len(finite) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, len(finite) - 1)) * float(finite.std(ddof=1)) / math.sqrt(len(finite))
+    return mean, mean - half, mean + half
+
+
 def bootstrap_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_resamples: int = 10000,
                        seed: int = 0) -> BootstrapDifference:
     """Percentile bootstrap of mean(b) − mean(a), resampling seeds with replacement within each group.
@@ -210,13 +221,13 @@ def format_level(level: float) -> str:
     return f"{100 * level:g} %"
 
 
-def format_difference(d: Difference, unit: str = "mm") -> str:
+def format_difference(d: Difference, unit: str = "mm", digits: int = 1) -> str:
     """E.g. ``−2.5 mm, 95 % CI [−6.1, +1.1], Welch t(3.2) = −1.9, p = 0.15: not resolved``;
     a resolved difference ends ``: resolved at 95 %`` (the only phrase that says "resolved at")."""
-    head = f"{signed(d.diff)} {unit}"
+    head = f"{signed(d.diff, digits)}{' ' + unit if unit else ''}"
     if not math.isfinite(d.low):
         return f"{head} ({d.note or 'no interval'}): not resolved"
-    interval = f"{format_level(d.level)} CI [{signed(d.low)}, {signed(d.high)}]"
+    interval = f"{format_level(d.level)} CI [{signed(d.low, digits)}, {signed(d.high, digits)}]"
     if d.standard_error == 0:
         test = f"{interval} ({d.note})"
     else:

@@ -107,3 +107,23 @@ def test_compare_single_runs_and_missing_rows(tmp_path) -> None:
     text = findings_markdown(runs, tmp_path / "F.md", embedding=None)
     assert "not answered: needs a real-only run and a BT or FT run of the same method." in text
     assert "not answered: needs a BT run with per-sample predictions." in text
+
+
+def test_domain_classifier_accuracy_has_an_interval_over_seeds(tmp_path) -> None:
+    from analysis.findings import answer_domain_gap
+
+    root, rng = tmp_path / "runs", np.random.default_rng(3)
+    for seed in range(3):  # BT: the domains far apart; DANN: one cloud
+        make_run(root, "table2_hmr_plus_bt_mini", seed=seed, pa_mpjpe=55.0,
+                 features=blobs(rng, {"real_indoor": -3.0, "gta": 3.0, TEST_SET: 0.0}, n=30))
+        make_run(root, "table2_hmr_plus_bt_mini", seed=seed, run_id=f"dann{seed}", pa_mpjpe=54.0,
+                 overrides=["data.mode=adaptation", "adaptation.method=dann"],
+                 features=blobs(rng, {"real_indoor": 0.0, "gta": 0.0, TEST_SET: 0.0}, n=30))
+    lines = answer_domain_gap(find_runs([root]), tmp_path, None, "files")
+    bt = next(line for line in lines if line.startswith("- HMR+ BT, 3 seeds"))
+    assert bt.startswith("- HMR+ BT, 3 seeds: accuracy 1.00, 95 % CI [1.00, 1.00]")
+    dann = next(line for line in lines if line.startswith("- HMR+ BT + DANN, 3 seeds"))
+    mean = float(dann.split("accuracy ")[1].split(",")[0])
+    assert mean < 0.8  # one cloud: near chance
+    change = next(line for line in lines if line.startswith("- HMR+ BT + DANN against HMR+ BT"))
+    assert change.endswith("resolved at 95 %.") and f"accuracy change −{1 - mean:.2f}" in change
