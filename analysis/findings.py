@@ -28,6 +28,7 @@ from scipy.stats import spearmanr
 from analysis.comparisons import compare
 from analysis.controls import answer_constant, answer_thinning, answer_world_controls
 from analysis.domain_classifier import domain_separability
+from analysis.learning import plot, read_curves, spread_lines, verdict
 from analysis.per_bin import analyse_run, plot_per_bin, save_figure, write_csv
 from analysis.rundirs import Run, describe_run, find_runs
 from analysis.stats import (
@@ -41,6 +42,7 @@ from analysis.stats import (
 from analysis.table_format import Table
 from analysis.tables import (
     METRIC_NAMES,
+    PAPER_WORLDS,
     TOY_NOTE,
     Entry,
     build_tables,
@@ -177,6 +179,29 @@ def _accuracy_over_seeds(by_setting: dict[str, list[float]]) -> list[str]:
     return lines
 
 
+def answer_learning(entries: Sequence[Entry], folder: Path, link: str) -> list[str]:
+    """Seed 0 of each setting: do training and held-out errors fall together (learning) or does
+    only the training error fall (memorising), and do predictions vary with the images
+    (`analysis.learning`)? The BT run's curves as a figure."""
+    lines, plotted = [], False
+    for entry in entries:
+        if entry.what.seed != 0:
+            continue
+        try:
+            curves = read_curves(entry.run.path)
+        except (FileNotFoundError, ValueError) as err:
+            lines.append(f"- {entry.run.label}: no learning curves ({err}).")
+            continue
+        said = verdict(curves) + spread_lines(entry.run.path)
+        lines.append(f"- {entry.run.label}: " + "; ".join(said) + ".")
+        if entry.what.mixture == "BT" and entry.what.sampler == "mixture" and entry.what.adaptation is None \
+                and entry.what.world in PAPER_WORLDS and not plotted:
+            plot(curves, folder / "learning.png", f"{entry.run.label}: train probes (dashed) vs held out")
+            plotted = True
+            lines.append(f"\n  ![learning curves]({link}/learning.png)")
+    return lines or ["- not answered: no run logged validation curves."]
+
+
 def _smallest_group(run: Run) -> int:
     sizes = {}
     for name in run.feature_files():
@@ -233,6 +258,7 @@ def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = Non
         atomic_write_text(folder / f"{table.name}.csv", table.to_csv())
     sections = [
         ("Does every run beat the best constant predictor?", None, answer_constant(entries)),
+        ("Do the runs learn or memorise? (train probes vs held out)", None, answer_learning(entries, folder, link)),
         ("Does GTA-Human help? (Table 2)", two, answer_mixture(two, metric)),
         ("Does domain adaptation add to blended training? (Table 6)", six, answer_adaptation(six, metric)),
         ("Does the amount of GTA-Human matter? (Fig. 8)", fig8_table(points, metric),
