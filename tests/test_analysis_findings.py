@@ -67,7 +67,7 @@ def test_answers_are_computed_from_the_numbers(tmp_path) -> None:
     assert ("table2_hmr_plus_bt_mini/seed0: a linear classifier tells real from GTA-Human features with held-out "
             "accuracy 1.00") in text
     assert "table2_hmr_plus_bt_mini/seed1: a linear" in text  # every run with both domains' features
-    dann_line = next(line for line in text.splitlines() if line.startswith("- table2_hmr_plus_bt_mini/dann"))
+    dann_line = next(line for line in text.splitlines() if line.startswith("- table2_hmr_plus_bt_mini/dann: a linear"))
     assert float(dann_line.split("accuracy ")[1].split(" ")[0]) < 0.8
     # Fig. 9: elevation bins with training mass have lower error -> negative rank correlation
     assert "- table2_hmr_plus_bt_mini/seed0: rank correlation of training mix density" in text
