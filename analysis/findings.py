@@ -1,7 +1,7 @@
 """A FINDINGS.md-style report from finished runs: the tables, the figures, and each question of the
 study answered from the numbers (no conclusion is written in advance).
 
-    python -m analysis.findings RUN_OR_FOLDER... --out docs/FINDINGS.md [--set NAME] [--embedding umap|pca|none]
+    python -m analysis.findings RUN_OR_FOLDER... [--out analysis_out/FINDINGS.md] [--set NAME] [--embedding umap|pca|none]
 
 Questions, each answered only when the runs it needs exist (otherwise the report says which are
 missing): does GTA-Human help (Table 2), does domain adaptation add to it (Table 6), does the
@@ -292,7 +292,9 @@ def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = Non
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories or folders holding them")
-    parser.add_argument("--out", type=Path, default=Path("docs/FINDINGS.md"))
+    parser.add_argument("--out", type=Path, default=Path("analysis_out/FINDINGS.md"),
+                        help="the page (figures and CSVs beside it in findings_files/); default "
+                             "analysis_out/FINDINGS.md: the tracked docs/FINDINGS.md only when asked")
     parser.add_argument("--set", help="test set (default: each run's first)")
     parser.add_argument("--metric", default="pa_mpjpe")
     parser.add_argument("--embedding", choices=[*EMBEDDINGS, "none"], default="umap")

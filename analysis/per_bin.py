@@ -11,7 +11,11 @@ finite factor value) in a bin. As in the paper, the density of e) occlusion and 
 drawn in log scale. Bins: ``--bins N`` equal-width bins over each factor's natural range (angles,
 ratios) or over the data (pose distances), or explicit ``--edges``. A bin holds [lo, hi), the last
 one [lo, hi]; samples outside the edges, or with NaN factor or error, are left out and counted.
-Writes ``per_bin_<set>.png`` and ``per_bin_<set>.csv`` (default into ``<run>/analysis/``).
+Each bin's mean error carries a 95 % t-interval over its samples (``--min-count``: bins with fewer
+samples, default 10, are drawn without a point). Frames of one sequence are not independent, so
+read the interval as a lower bound on the uncertainty. Panels whose samples fill fewer than two
+bins are dropped. Writes ``per_bin_<set>.png`` and ``per_bin_<set>.csv`` (default into
+``<run>/analysis/``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
 
 from analysis.rundirs import Run, factor_key, load_run
 from analysis.training_mix import training_mix
@@ -43,6 +48,7 @@ FACTOR_RANGES = {"cam_elevation": (-90.0, 90.0), "cam_azimuth": (-180.0, 180.0),
 DEFAULT_BINS = {"cam_elevation": 18, "cam_azimuth": 18, "occluded_ratio": 10, "self_occluded_ratio": 10,
                 "truncation": 10, "daytime_hours": 24}
 FALLBACK_BINS = 15
+MIN_COUNT = 10  # bins with fewer evaluated samples get no point on the error curve
 Bins = int | Sequence[float] | None
 
 
@@ -89,6 +95,14 @@ class BinStats:
     eval_density: np.ndarray
     train_density: np.ndarray | None  # None: training factors not used
     left_out: int  # evaluated samples outside the edges or with a NaN factor / error
+    std_error: np.ndarray | None = None  # standard error of each bin's mean (NaN below two samples)
+
+    @property
+    def half_width(self) -> np.ndarray:
+        """Half-width of each bin's 95 % t-interval (NaN below two samples)."""
+        se = self.std_error if self.std_error is not None else np.full(len(self.count), np.nan)
+        with np.errstate(invalid="ignore"):
+            return scipy_stats.t.ppf(0.975, np.maximum(self.count - 1, 1)) * np.where(self.count > 1, se, np.nan)
 
     @property
     def centers(self) -> np.ndarray:
@@ -98,7 +112,8 @@ class BinStats:
         train = self.train_density if self.train_density is not None else np.full(len(self.count), np.nan)
         return [{"factor": self.factor, "bin": i, "low": self.edges[i], "high": self.edges[i + 1],
                  "center": self.centers[i], "count": int(self.count[i]), f"mean_{self.metric}": self.mean_error[i],
-                 "eval_density": self.eval_density[i], "train_density": train[i]} for i in range(len(self.count))]
+                 "ci95_half_width": self.half_width[i], "eval_density": self.eval_density[i],
+                 "train_density": train[i]} for i in range(len(self.count))]
 
 
 def _density(index: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
@@ -121,15 +136,18 @@ def per_bin_statistics(factor: str, values: np.ndarray, errors: np.ndarray, edge
     used = index >= 0
     count = np.bincount(index[used], minlength=bins)
     sums = np.bincount(index[used], weights=errors[used], minlength=bins)
+    squares = np.bincount(index[used], weights=errors[used] ** 2, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_error = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
+        variance = (squares - count * mean_error**2) / np.maximum(count - 1, 1)  # sample variance, ddof 1
+        std_error = np.where(count > 1, np.sqrt(np.maximum(variance, 0.0) / np.maximum(count, 1)), np.nan)
     train_density = None
     if train_values is not None:
         train_values = np.asarray(train_values, dtype=np.float64)
         weights = np.ones_like(train_values) if train_weights is None else np.asarray(train_weights, dtype=np.float64)
         train_density = _density(assign_bins(train_values, edges), weights, bins)
     return BinStats(factor, metric, np.asarray(edges, dtype=np.float64), count, mean_error,
-                    _density(index, np.ones(len(index)), bins), train_density, int((~used).sum()))
+                    _density(index, np.ones(len(index)), bins), train_density, int((~used).sum()), std_error)
 
 
 def analyse_run(run: Run, set_name: str | None = None, metric: str = "pa_mpjpe",
@@ -150,9 +168,13 @@ def analyse_run(run: Run, set_name: str | None = None, metric: str = "pa_mpjpe",
     return result
 
 
-def plot_per_bin(stats: Sequence[BinStats], title: str = "", columns: int = 3) -> Figure:
-    """One panel per factor: density bars (training mix, else evaluated; log where the paper uses
-    it) with the evaluated density as a step line, and the mean error per bin on a twin axis."""
+def plot_per_bin(stats: Sequence[BinStats], title: str = "", columns: int = 3, min_count: int = MIN_COUNT) -> Figure:
+    """One panel per factor whose samples fill two bins or more: density bars (training mix, else
+    evaluated; log where the paper uses it) with the evaluated density as a step line, and on a
+    twin axis the mean error per bin with its 95 % interval and sample count (bins under
+    ``min_count`` samples get no point)."""
+    stats = [item for item in stats if (item.count > 0).sum() >= 2] or list(stats[:1])
+    columns = max(1, min(columns, len(stats)))
     rows = -(-len(stats) // columns)
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
@@ -168,8 +190,13 @@ def plot_per_bin(stats: Sequence[BinStats], title: str = "", columns: int = 3) -
         ax.set_xlabel(FACTOR_LABELS.get(item.factor, item.factor))
         ax.set_ylabel("density" + (" (log)" if item.factor in LOG_DENSITY else ""))
         twin = ax.twinx()
-        twin.plot(item.centers, item.mean_error, "o-", color="tab:red", markersize=3)
-        twin.set_ylabel(f"mean {item.metric.upper().replace('_', '-')} (mm)", color="tab:red")
+        shown = item.count >= min_count
+        twin.errorbar(item.centers[shown], item.mean_error[shown], yerr=item.half_width[shown], fmt="o-",
+                      color="tab:red", markersize=3, capsize=2, linewidth=1)
+        for x, y, n in zip(item.centers[shown], item.mean_error[shown], item.count[shown]):
+            twin.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(0, 5), ha="center",
+                          fontsize=6, color="tab:red")
+        twin.set_ylabel(f"mean {item.metric.upper().replace('_', '-')} (mm), 95 % CI", color="tab:red")
         ax.legend(fontsize=7, loc="upper left")
         if item.count.sum() == 0:
             ax.text(0.5, 0.5, "no evaluated sample\nwith a finite value", transform=ax.transAxes, ha="center")
@@ -214,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--bins", type=int, help="equal-width bins per factor (default per factor)")
     parser.add_argument("--edges", action="append", default=[], help="FACTOR=e0,e1,... explicit edges (repeatable)")
     parser.add_argument("--no-train-density", action="store_true", help="skip the training-mix density")
+    parser.add_argument("--min-count", type=int, default=MIN_COUNT,
+                        help=f"bins with fewer evaluated samples get no point (default {MIN_COUNT})")
     parser.add_argument("--out", type=Path, help="output folder (default <run>/analysis)")
     args = parser.parse_args(argv)
     run = load_run(args.run)
@@ -223,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     stats = analyse_run(run, set_name, args.metric, args.factors, bins, use_training_mix=not args.no_train_density)
     out = args.out or run.path / "analysis"
     toy = " (toy body model)" if run.is_toy else ""
-    figure = plot_per_bin(stats, f"{run.label}: {set_name}{toy}")
+    figure = plot_per_bin(stats, f"{run.label}: {set_name}{toy}", min_count=args.min_count)
     paths = [out / f"per_bin_{set_name}.png", out / f"per_bin_{set_name}.csv"]
     save_figure(figure, paths[0])
     write_csv(paths[1], stats)

@@ -68,6 +68,7 @@ def test_run_directory_bins_weight_training_sources_by_their_share_of_the_epoch(
 
 def test_occlusion_and_truncation_density_is_drawn_in_log_scale(tmp_path) -> None:
     factors = {f: np.array([0.05, 0.15, 0.5]) for f in FIG9_FACTORS}
+    factors.update(cam_elevation=np.array([-60.0, 10.0, 70.0]), cam_azimuth=np.array([-150.0, 0.0, 150.0]))
     run = load_run(make_run(tmp_path, "table2_hmr_plus_mini",
                             predictions={TEST_SET: prediction_columns(factors, np.array([50.0, 60.0, 70.0]))}))
     stats = analyse_run(run, use_training_mix=False, bins=5)
@@ -139,3 +140,16 @@ def test_a_re_evaluation_of_a_test_set_takes_precedence_over_what_training_wrote
     stats = analyse_run(run, TEST_SET, "pa_mpjpe", ["self_occluded_ratio"], {"self_occluded_ratio": [0.0, 0.1, 1.0]},
                         use_training_mix=False)
     np.testing.assert_allclose(stats[0].mean_error, [55.0, 75.0])  # (50 + 60) / 2 and (70 + 80) / 2
+
+
+def test_bin_interval_by_hand_and_sparse_or_single_bin_panels() -> None:
+    edges = np.array([0.0, 10.0, 20.0, 30.0])
+    stats = per_bin_statistics("cam_elevation", np.array([1.0, 2.0, 3.0, 15.0]), np.array([50.0, 60.0, 70.0, 40.0]), edges)
+    # bin 0: mean 60, sample sd 10, se 10 / sqrt(3), t_0.975(2) = 4.303 -> 24.84; one sample: no interval
+    assert stats.half_width[0] == pytest.approx(4.3027 * 10 / np.sqrt(3), rel=1e-4)
+    assert np.isnan(stats.half_width[1]) and np.isnan(stats.half_width[2])
+    single = per_bin_statistics("truncation", np.zeros(4), np.full(4, 50.0), np.linspace(0, 1, 6))
+    figure = plot_per_bin([stats, single], min_count=3)
+    assert len([ax for ax in figure.axes if ax.get_visible()]) == 2  # one panel (+ its twin): the single-bin one dropped
+    twin = figure.axes[-1]
+    assert list(twin.get_lines()[0].get_xdata()) == [5.0]  # bin 1 has 1 sample < min_count 3: no point
