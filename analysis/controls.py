@@ -26,7 +26,7 @@ import numpy as np
 from analysis.comparisons import compare
 from analysis.stats import format_difference, welch_interval_from_samples
 from analysis.table_format import Cell, Table
-from analysis.tables import METRIC_NAMES, Entry, _all_labels, _plain, group
+from analysis.tables import METRIC_NAMES, Entry, all_labels, group, plain_setting
 from gtahuman.data.miniworld.domains import VARIANTS
 
 REAL_ONLY = "(none: real only)"
@@ -39,7 +39,7 @@ def world_controls(entries: Sequence[Entry], metrics: Sequence[str] = ("mpjpe", 
 
     def key(e: Entry):
         w = e.what
-        if w.world == "-" or not (_plain(w) and _all_labels(w) and w.has_real) or w.mixture not in ("-", "BT"):
+        if w.world == "-" or not (plain_setting(w) and all_labels(w) and w.has_real) or w.mixture not in ("-", "BT"):
             return None
         return (w.method, w.backbone, w.world if w.has_synthetic else REAL_ONLY, w.mixture)
 

@@ -101,7 +101,7 @@ def _common_notes(entries: Sequence[Entry]) -> list[str]:
     return notes + ([TOY_NOTE] if any(e.what.toy for e in entries) else [])
 
 
-def _all_labels(w: RunDescriptor) -> bool:
+def all_labels(w: RunDescriptor) -> bool:
     """The synthetic sources (if any) are supervised with every label (Table 8 varies this)."""
     return w.synthetic_supervision in (None, "both")
 
@@ -115,7 +115,7 @@ def paper_world(entries: Sequence[Entry]) -> list[Entry]:
     return [e for e in entries if e.what.world in PAPER_WORLDS]
 
 
-def _plain(w: RunDescriptor) -> bool:
+def plain_setting(w: RunDescriptor) -> bool:
     """All labels, no adaptation, the default mixture sampler: the setting of Tables 2, 8, 9."""
     return w.adaptation is None and w.sampler == "mixture"
 
@@ -124,7 +124,7 @@ def _plain(w: RunDescriptor) -> bool:
 def table2(entries: Sequence[Entry], metrics: Sequence[str] = ("mpjpe", "pa_mpjpe")) -> Table:
     def key(e: Entry):
         w = e.what
-        ok = _plain(w) and _all_labels(w) and w.mixture != "GTA only"
+        ok = plain_setting(w) and all_labels(w) and w.mixture != "GTA only"
         return (w.method, w.mixture, w.backbone) if ok else None
 
     cells = group(entries, key, metrics)
@@ -145,7 +145,7 @@ def table2(entries: Sequence[Entry], metrics: Sequence[str] = ("mpjpe", "pa_mpjp
 def table6(entries: Sequence[Entry], metrics: Sequence[str] = ("mpjpe", "pa_mpjpe")) -> Table:
     def key(e: Entry):
         w = e.what
-        if w.sampler != "mixture" or w.mixture == "FT" or w.evaluated_only or not _all_labels(w):
+        if w.sampler != "mixture" or w.mixture == "FT" or w.evaluated_only or not all_labels(w):
             return None
         if not w.has_synthetic:
             setting = "real only"
@@ -230,7 +230,7 @@ def plot_table7_heatmap(table: Table, title: str = "") -> Figure:
 def table8(entries: Sequence[Entry], metrics: Sequence[str] = ("mpjpe", "pa_mpjpe")) -> Table:
     def key(e: Entry):
         w = e.what
-        ok = _plain(w) and w.method == "HMR+" and w.mixture in ("-", "BT") and w.has_real
+        ok = plain_setting(w) and w.method == "HMR+" and w.mixture in ("-", "BT") and w.has_real
         return (w.backbone, *SUPERVISION_ROWS[w.synthetic_supervision]) if ok else None
 
     cells = group(entries, key, metrics)
@@ -247,8 +247,8 @@ def table8(entries: Sequence[Entry], metrics: Sequence[str] = ("mpjpe", "pa_mpjp
 def table9(entries: Sequence[Entry], metric: str = "pa_mpjpe") -> Table:
     def key(e: Entry):
         w = e.what
-        ok = _plain(w) and w.method == "HMR+" and w.mixture in ("-", "BT") and w.has_real
-        return (w.backbone, w.mixture) if ok and _all_labels(w) else None
+        ok = plain_setting(w) and w.method == "HMR+" and w.mixture in ("-", "BT") and w.has_real
+        return (w.backbone, w.mixture) if ok and all_labels(w) else None
 
     cells = group(entries, key, [metric])
     name = METRIC_NAMES.get(metric, metric)
@@ -268,7 +268,7 @@ def fig8_points(entries: Sequence[Entry], metric: str = "pa_mpjpe",
 
     def key(e: Entry):
         w = e.what
-        if w.adaptation is not None or w.evaluated_only or w.mixture == "FT" or not _all_labels(w):
+        if w.adaptation is not None or w.evaluated_only or w.mixture == "FT" or not all_labels(w):
             return None
         k = w.gta_multiple
         if k is None:
