@@ -64,7 +64,11 @@ def first_batches(dm: Any, count: int) -> list[dict[str, torch.Tensor]]:
 
 
 def plain_ms_per_step(system: HMRSystem, batches: list, warmup: int, clip: float | None) -> float:
-    optimizer = system.configure_optimizers()
+    # the optimiser and lr schedule configure_optimizers gives a Trainer of len(batches) steps; a
+    # per-step schedule (the quickstart's warm-up + cosine) is stepped after every optimiser step,
+    # as Lightning does
+    [optimizer], schedulers = system.optimizers_and_schedulers(len(batches))
+    per_step = [s["scheduler"] for s in schedulers if s.get("interval") == "step"]
     system.train()
     start = 0.0
     for i, batch in enumerate(batches):
@@ -76,6 +80,8 @@ def plain_ms_per_step(system: HMRSystem, batches: list, warmup: int, clip: float
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(system.parameters(), clip)
         optimizer.step()
+        for scheduler in per_step:
+            scheduler.step()
     return (time.perf_counter() - start) * 1000.0 / (len(batches) - warmup)
 
 
@@ -155,7 +161,7 @@ def throughput(args: argparse.Namespace, device: torch.device, label: str, warmu
     dm = build_datamodule(cfg, body_dir)  # pinned memory when CUDA is there
     L.seed_everything(0, verbose=False)
     system = build_system(cfg, body_dir, dm, None, world_size=1).to(device).to(memory_format=torch.channels_last)
-    optimizer = system.configure_optimizers()
+    [optimizer], _ = system.optimizers_and_schedulers(steps + warmup)  # throughput only: the lr schedule is not stepped
     system.train()
 
     def sync() -> None:

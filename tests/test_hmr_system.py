@@ -241,6 +241,20 @@ def test_learning_rate_scaling(body_dir: str) -> None:
     assert plus.configure_optimizers().param_groups[0]["lr"] == pytest.approx(4e-4)
 
 
+def test_optimizers_and_schedulers_without_a_trainer_follow_the_cosine_schedule(body_dir: str) -> None:
+    """What benchmarks/train_step.py steps by hand: warm-up (step + 1) / 4, then a cosine to 0 at step 10."""
+    system = make_system(body_dir, lr=1e-3, schedule="cosine", warmup_steps=4)
+    [optimizer], [config] = system.optimizers_and_schedulers(10)
+    assert config["interval"] == "step"
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        config["scheduler"].step()
+    expected = [1e-3 * f for f in (0.25, 0.5, 0.75, 1.0)] + [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 6)) for k in range(6)]
+    assert seen == pytest.approx(expected)
+
+
 def _np_pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
     """Similarity Procrustes (Umeyama) for one sample, written independently of gtahuman."""
     mu_p, mu_g = pred.mean(0), gt.mean(0)

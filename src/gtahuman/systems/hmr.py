@@ -376,15 +376,22 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         return hp.lr * scale, hp.disc_lr * scale
 
     def configure_optimizers(self) -> Any:
+        total = int(self.trainer.estimated_stepping_batches) if self.hparams.schedule == "cosine" else 1
+        optimizers, schedulers = self.optimizers_and_schedulers(total)
+        if not schedulers:
+            return optimizers if len(optimizers) > 1 else optimizers[0]
+        return optimizers, schedulers
+
+    def optimizers_and_schedulers(self, total_steps: int) -> tuple[list, list]:
+        """Adam for the regressor (and the discriminator) and their lr schedules over ``total_steps``
+        optimiser steps (what ``configure_optimizers`` returns under a Trainer; benchmarks call it
+        directly, without one)."""
         hp = self.hparams
         lr, disc_lr = self.learning_rates()
         generator_params = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
         optimizers = [adam(generator_params, lr, hp.weight_decay)]
         if self.discriminator is not None:
             optimizers.append(adam(list(self.discriminator.parameters()), disc_lr, hp.weight_decay))
-        total = int(self.trainer.estimated_stepping_batches) if hp.schedule == "cosine" else 1
         schedulers = lr_schedulers(optimizers, hp.schedule, milestones=hp.milestones or (), gamma=hp.gamma,
-                                   warmup_steps=hp.warmup_steps, total_steps=total)
-        if not schedulers:
-            return optimizers if len(optimizers) > 1 else optimizers[0]
+                                   warmup_steps=hp.warmup_steps, total_steps=total_steps)
         return optimizers, schedulers
