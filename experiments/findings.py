@@ -153,7 +153,19 @@ def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: 
         total += seconds or 0.0
         lines.append(f"| {run.label} | `{run.command()}` | {steps:,} | "
                      f"{'?' if seconds is None else f'{seconds:.0f} s'} |")
-    lines += ["", f"Each run's wall time is its own (a run kept from an earlier invocation keeps the time it "
+    lines += ["", "What else differs within each comparison (a comparison should differ in its declared factor "
+              "only; where it does not, it is said here):", "",
+              "- BT + DANN vs BT: adaptation mode draws 32 real + 32 GTA-Human samples per step, BT 16 + 16: "
+              "DANN also sees twice the samples (issue 19's budget control will equalise them).",
+              "- the nested amounts vs BT: the amount sampler draws the real part uniformly over the real pool "
+              "(the mixture sampler weighs real_indoor 0.6 and real_kp 0.4), and the GTA-Human share of a batch "
+              "grows with the amount (0 to 50 %); the 0x point is the amount sampler's own real-only run.",
+              "- thinned vs unthinned: the thinned epoch holds 480 fewer GTA-Human frames (25 %), so the real "
+              "share of a batch rises from 44 % to 51 %.",
+              "- the negative control vs BT: GTA-Human is restricted to the studio's coverage in geometry and "
+              "looks together (world variants gta_studio_geometry / gta_studio_looks split them).",
+              "- seeds vary the model's initialisation and the data order; the world is the same (seed 0).",
+              "", f"Each run's wall time is its own (a run kept from an earlier invocation keeps the time it "
               f"took then); runs and feature evaluations add up to {total / 60:.1f} min on {os.cpu_count()} CPU "
               "cores" + (f". The invocation that wrote this page took {elapsed / 60:.1f} min." if elapsed else "."),
               ""]
