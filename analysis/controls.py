@@ -127,7 +127,7 @@ def answer_thinning(entries: Sequence[Entry], metric: str = "pa_mpjpe") -> tuple
         except (FileNotFoundError, KeyError) as err:
             lines.append(f"- thinned {pair.factor}: no per-sample predictions with that factor ({err}).")
             continue
-        table = Table(f"thinned_{pair.factor}", f"Thinned {pair.factor}: {name} per bin of the test set",
+        table = Table(f"thinned_{pair.factor}_{metric}", f"Thinned {pair.factor}: {name} per bin of the test set",
                       ["Bin", "Kept in training", "Test samples"], ["Unthinned", "Thinned", "Change (95 % CI)"])
         rising, elsewhere = [], []
         for b in range(len(pair.edges) - 1):
@@ -142,7 +142,7 @@ def answer_thinning(entries: Sequence[Entry], metric: str = "pa_mpjpe") -> tuple
                 elsewhere.append((label, change))
         up = [label for label, change in rising if change.resolved and change.diff > 0]
         lines.append(
-            f"- {pair.factor}, {len(pair.thinned)} thinned vs {len(pair.unthinned)} unthinned runs: the error rises, "
+            f"- {pair.factor}, {name}, {len(pair.thinned)} thinned vs {len(pair.unthinned)} unthinned runs: the error rises, "
             f"resolved, in {len(up)} of the {len(rising)} thinned bins ({', '.join(up) or 'none'}); "
             + (f"resolved changes elsewhere: {', '.join(f'{label} ({c.diff:+.1f} mm)' for label, c in elsewhere)}."
                if elsewhere else "no resolved change in the other bins.")
