@@ -256,7 +256,8 @@ def findings_markdown(runs: Sequence[Run], out: Path, set_name: str | None = Non
     thinned, thinned_lines = answer_thinning(entries, metric)
     if metric != "mpjpe":  # camera elevation moves the root's orientation, which PA-MPJPE aligns away
         more, more_lines = answer_thinning(entries, "mpjpe")
-        thinned, thinned_lines = thinned + more, thinned_lines + [line for line in more_lines if line not in thinned_lines]
+        thinned = thinned + more
+        thinned_lines = thinned_lines + [line for line in more_lines if line not in thinned_lines]
     for table in (controls, *thinned):
         atomic_write_text(folder / f"{table.name}.csv", table.to_csv())
     sections = [
