@@ -49,6 +49,7 @@ from analysis.tables import (
     collect,
     fig8_points,
     fig8_table,
+    plain_setting,
     plot_fig8,
     table7_grid,
 )
@@ -153,9 +154,8 @@ def answer_domain_gap(runs: Sequence[Run], folder: Path, embedding: str | None, 
         setting = f"{what.method} {what.mixture}" + (f" + {what.adaptation.upper()}" if what.adaptation else "")
         by_setting.setdefault(setting, []).append(result.accuracy)
     lines += _accuracy_over_seeds(by_setting)
-    featured = [r for r in runs if r.feature_files()]
-    if embedding and featured:
-        panels = embed_runs(featured, EMBEDDINGS[embedding], progress=False)
+    if embedding and with_both:  # only runs with both domains' features: a one-domain panel shows no gap
+        panels = embed_runs(with_both, EMBEDDINGS[embedding], progress=False)
         save_figure(plot_panels(panels, embedding.upper()), folder / "features.png")
         lines.append(f"\n![features]({link}/features.png)")
     return lines or ["- not answered: no run has features of both real and GTA-Human sets "
@@ -212,9 +212,10 @@ def _smallest_group(run: Run) -> int:
 def answer_scarcity(entries: Sequence[Entry], folder: Path, link: str, metric: str) -> list[str]:
     lines = []
     firsts: dict[tuple[str, str], Entry] = {}  # one blended run per (method, backbone): seeds look alike
-    for e in entries:
-        if e.what.mixture == "BT" and e.what.adaptation is None and e.run.prediction_sets():
-            firsts.setdefault((e.what.method, e.what.backbone), e)
+    for e in entries:  # the plain BT recipe on the default world, not a sampler or world control
+        w = e.what
+        if w.mixture == "BT" and plain_setting(w) and w.world in PAPER_WORLDS and e.run.prediction_sets():
+            firsts.setdefault((w.method, w.backbone), e)
     for entry in firsts.values():
         try:
             stats, source = analyse_run(entry.run, entry.set_name, metric), "training mix"
