@@ -50,7 +50,7 @@ from gtahuman.data.formats.gta_raw import FRAME_NAME, clean_bbox, intrinsics_fro
 from gtahuman.data.formats.humandata import humandata_keypoints, load_humandata
 from gtahuman.data.formats.spin_npz import bbox_xywh_from_center_scale, read_spin_npz
 from gtahuman.data.index import NUM_KEYPOINTS, SampleIndex, encode_categorical, encode_strings
-from gtahuman.data.static_fits import crop_keypoints, fit_validity, read_static_fits
+from gtahuman.data.static_fits import join_fits, read_static_fits
 
 IMAGE_MARGIN = 0.5  # projected joints up to half an image outside the frame keep confidence 1
 MIN_DEPTH = 1e-3  # metres in front of the camera for a projection to count
@@ -416,18 +416,13 @@ class SpinNpzSource:
 def join_static_fits(body: BodyContext, fits: np.ndarray, pose72: np.ndarray, betas: np.ndarray, has_smpl: np.ndarray,
                      keypoints2d: np.ndarray, bbox_xywh: np.ndarray, counts: Counts
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows without SMPL of their own take their static fit where SPIN's rule accepts it
-    (`gtahuman.data.static_fits`); rows with SMPL keep it. Returns (pose (N, 72), betas (N, 10),
-    has_smpl) and counts the fits used and rejected."""
-    pose72, betas, has_smpl = np.array(pose72, np.float32), np.array(betas[:, :10], np.float32), has_smpl.copy()
-    rows = np.flatnonzero(~has_smpl)
-    if rows.size:
-        fit_pose, fit_betas = fits[rows, :72], fits[rows, 72:]
-        joints = body.joints54(fit_betas, fit_pose[:, 3:], fit_pose[:, :3], np.zeros((rows.size, 3), np.float32))
-        _, valid = fit_validity(joints, crop_keypoints(keypoints2d[rows], bbox_xywh[rows]))
-        pose72[rows], betas[rows], has_smpl[rows] = fit_pose, fit_betas, valid
-        counts.add("static_fits_used", int(valid.sum()))
-        counts.add("static_fits_rejected", int((~valid).sum()))
+    """`gtahuman.data.static_fits.join_fits` with this source's body model, counting the fits used and
+    rejected in the chunk's counts."""
+    pose72, betas, has_smpl, used, rejected = join_fits(body.joints54, fits, pose72, betas, has_smpl, keypoints2d,
+                                                        bbox_xywh)
+    if used + rejected:
+        counts.add("static_fits_used", used)
+        counts.add("static_fits_rejected", rejected)
     return pose72, betas, has_smpl
 
 

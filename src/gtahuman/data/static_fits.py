@@ -19,6 +19,7 @@ here and not there, or the reverse.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,20 @@ def fit_validity(joints54: np.ndarray, keypoints2d_crop: np.ndarray,
     """(loss (N,), valid (N,) bool): SPIN's rule, loss < threshold."""
     loss = fit_loss(joints54, keypoints2d_crop)
     return loss, loss < threshold
+
+
+def join_fits(joints54: Callable[..., np.ndarray], fits: np.ndarray, pose72: np.ndarray, betas: np.ndarray,
+              has_smpl: np.ndarray, keypoints2d: np.ndarray, bbox_xywh: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Rows without SMPL of their own take their fit where `fit_validity` accepts it; rows with SMPL
+    keep theirs. ``joints54(betas, body_pose, global_orient, transl)`` poses a body (the source's
+    body model). Returns (pose (N, 72), betas (N, 10), has_smpl, fits used, fits rejected)."""
+    pose72, betas, has_smpl = np.array(pose72, np.float32), np.array(betas[:, :10], np.float32), has_smpl.copy()
+    rows = np.flatnonzero(~has_smpl)
+    if not rows.size:
+        return pose72, betas, has_smpl, 0, 0
+    fit_pose, fit_betas = fits[rows, :72], fits[rows, 72:]
+    joints = joints54(fit_betas, fit_pose[:, 3:], fit_pose[:, :3], np.zeros((rows.size, 3), np.float32))
+    _, valid = fit_validity(joints, crop_keypoints(keypoints2d[rows], bbox_xywh[rows]))
+    pose72[rows], betas[rows], has_smpl[rows] = fit_pose, fit_betas, valid
+    return pose72, betas, has_smpl, int(valid.sum()), int((~valid).sum())
