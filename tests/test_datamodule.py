@@ -138,7 +138,9 @@ def test_blended_epoch_realises_the_asked_mixture(tmp_path):
 
 
 def test_adaptation_pairs_source_and_cycling_target(tmp_path):
-    dm = MixedDataModule(two_sources(tmp_path, n_real=20, n_synth=6), mode="adaptation", batch_size=4, img_res=16)
+    """adaptation_batch='each': a whole batch per domain, the real side's epoch (the uncontrolled protocol)."""
+    dm = MixedDataModule(two_sources(tmp_path, n_real=20, n_synth=6), mode="adaptation", batch_size=4, img_res=16,
+                         adaptation_batch="each")
     combined = dm.train_dataloader()
     target_ids = []
     steps = 0
@@ -151,6 +153,23 @@ def test_adaptation_pairs_source_and_cycling_target(tmp_path):
     assert steps == 5  # the real source's 20 samples set the epoch
     counts = np.bincount(np.array(target_ids) - 20, minlength=6)
     assert counts.sum() == 20 and counts.min() >= 3 and counts.max() <= 4  # 6 targets cycled 3-4 times
+
+
+def test_adaptation_split_batch_matches_a_blended_step_and_epoch(tmp_path):
+    """adaptation_batch='split' (the default): half the batch per domain, as many steps per epoch
+    as the blended run over the same sources (epoch = the largest source, 30 samples)."""
+    sources = two_sources(tmp_path, n_real=12, n_synth=30)
+    blended = MixedDataModule(sources, batch_size=6, img_res=16, augment=False)
+    blended_steps = sum(1 for _ in blended.train_dataloader())
+    dm = MixedDataModule(sources, mode="adaptation", batch_size=6, img_res=16, augment=False)
+    assert dm.train_batch() == 3
+    steps, real, synthetic = 0, 0, 0
+    for batch, _, _ in iter(dm.train_dataloader()):
+        assert batch["source"]["img"].shape[0] == batch["target"]["img"].shape[0] == 3
+        real, synthetic, steps = real + 3, synthetic + 3, steps + 1
+    assert steps == blended_steps == 5 and real == synthetic == 15
+    with pytest.raises(ValueError, match="even data.batch_size"):
+        MixedDataModule(sources, mode="adaptation", batch_size=5, img_res=16).train_batch()
 
 
 def test_global_batch_is_split_across_ranks(tmp_path):

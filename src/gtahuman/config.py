@@ -114,6 +114,10 @@ class DataConfig:
     # what the run trains on beside its held-out error (python -m analysis.learning RUN); 0 = off
     train_probe: int = 0
     batch_size: int = 32  # global batch (divided by the world size)
+    # mode adaptation: 'split' = half the batch from each domain, epochs as long as a blended run's
+    # (a DA row differs from its BT baseline in the objective alone); 'each' = a whole batch from
+    # each domain, the epoch set by the real side (twice the samples per step; fewer steps)
+    adaptation_batch: str = "split"
     num_workers: int = 0
     img_res: int = 224
     augment: bool = True

@@ -58,6 +58,7 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 # What MixedDataModule and the samplers accept (signatures checked against the snapshot in the tests).
 MODES = ("adaptation", "blended", "finetune")
+ADAPTATION_BATCHES = ("each", "split")  # as gtahuman.data.mixing.ADAPTATION_BATCHES (no data import here)
 ROLES = ("real", "synthetic")
 SIM2REAL_MODES = ("offline", "online")
 TASKS = ("image", "video")
@@ -241,6 +242,7 @@ def _check_data(c: _Checks) -> None:
     if c.get("data.train")[0] and not c.value("data.train"):
         c.bad("data.train", {}, "at least one train source")
     c.choice("data.mode", MODES, "data mode")
+    c.choice("data.adaptation_batch", ADAPTATION_BATCHES, "batch layout of data.mode=adaptation")
     c.registered("data.sampler", "sampler")
     c.number("data.real_ratio", 0, 1, optional=True, what="the real share of each epoch; null: partition weights")
     c.number("data.epoch_length", 1, optional=True, what="samples per epoch; null: the sampler's default")

@@ -41,9 +41,11 @@ from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.config import require_complete
 from gtahuman.constant_baseline import CONSTANT_FILE, ConstantPrediction, constant_from_datamodule
+from gtahuman.data.budget import BUDGET_FILE, datamodule_budget
 from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.dropped import dropped_at_prepare, log_dropped
+from gtahuman.data.mixing import sampler_arguments
 from gtahuman.data.prepare import prepare_dataset
 from gtahuman.evaluation import summarize
 from gtahuman.run_callbacks import (  # noqa: F401
@@ -137,23 +139,16 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
 def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]]) -> dict[str, Any]:
     """`MixedDataModule` keyword arguments from the config and prepared ``specs[split][name]``."""
     train = list(specs.get("train", {}).values())
-    sampler_args = dict(OmegaConf.to_container(cfg.data.sampler_args, resolve=True))
-    # Adaptation: the configured sampler draws the source (real) batches only; the target
-    # (synthetic) batches are as large, so the domains meet 1:1 whatever real_ratio says.
-    drawn = [s for s in train if s.role == "real"] if cfg.data.mode == "adaptation" else train
-    if cfg.data.real_ratio is not None and cfg.data.mode != "adaptation":
-        synthetic = [i for i, s in enumerate(train) if s.role == "synthetic"]
-        sampler_args.update(real_ratio=cfg.data.real_ratio, synthetic_sources=synthetic)
-    if cfg.data.sampler == "mixture" and "partition" not in sampler_args:
-        # weights inside each role group (or across all sources when no real_ratio is given)
-        sampler_args["partition"] = [float(cfg.data.train[s.name].weight) for s in drawn]
+    sampler_args = sampler_arguments(cfg.data.sampler, OmegaConf.to_container(cfg.data.sampler_args, resolve=True),
+                                     cfg.data.real_ratio, cfg.data.mode,
+                                     [(s.name, s.role, float(cfg.data.train[s.name].weight)) for s in train])
     return dict(
         train_sources=train, sampler=cfg.data.sampler, sampler_args=sampler_args,
         val_sets=specs.get("val", {}), test_sets=specs.get("test", {}), batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.data.num_workers > 0, img_res=cfg.data.img_res, augment=cfg.data.augment,
         seed=cfg.run.seed, mode=cfg.data.mode, epoch_length=cfg.data.epoch_length,
-        train_probe=cfg.data.train_probe)
+        train_probe=cfg.data.train_probe, adaptation_batch=cfg.data.adaptation_batch)
 
 
 def build_datamodule(cfg: DictConfig, body_dir: Path) -> MixedDataModule:
@@ -443,6 +438,12 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     constant = constant_from_datamodule(dm) if cfg.data.test or start_at_mean else None
     if constant is not None and rank == 0:
         constant.save(run.path / CONSTANT_FILE)
+    # What the run will train on, counted from its samplers: steps, samples seen and unique
+    # samples per source (budget.json; `python -m experiments.design` compares rows by it).
+    budget = datamodule_budget(dm, cfg.trainer)
+    if rank == 0:
+        budget.save(run.path / BUDGET_FILE)
+        logger.info("budget: %d steps, samples seen %s", budget.steps, budget.samples_seen)
     initial = constant.as_estimate() if start_at_mean and constant is not None else None
     system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size, initial_estimate=initial)
     ckpt = None
@@ -465,6 +466,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     # No checkpoint without a training step (trainer.max_steps=0): test the weights in memory,
     # i.e. model.init_checkpoint as imported (how a published model is evaluated, e.g. SPIN).
     metrics["tested_checkpoint"] = Path(test_ckpt).name if test_ckpt else "in-memory (no training step)"
+    metrics["budget"] = budget.to_json()
     if constant is not None:
         metrics["constant_prediction"] = {**constant.to_json(), "file": CONSTANT_FILE}
     if cfg.data.test:

@@ -24,7 +24,6 @@ its epoch, so even persistent workers augment reproducibly.
 """
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
@@ -38,18 +37,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from gtahuman.data.crop_cache import CropCache
 from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset, split_key
 from gtahuman.data.index import SampleIndex
+from gtahuman.data.mixing import ADAPTATION_BATCHES, FACTOR_COLUMNS, MixPart, build_train_samplers, train_groups
 from gtahuman.data.sampler_plans import EpochSampler
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.data.shards import CropShards
 from gtahuman.data.transforms import AugmentConfig, TestTransform, TrainTransform
 
 Mode = Literal["blended", "finetune", "adaptation"]
-# Numeric per-sample factors offered to the factor samplers (categorical codes are per-index
-# vocabularies and would need recoding to be comparable across sources).
-FACTOR_COLUMNS = ("cam_elevation", "cam_azimuth", "pose_dist_mean", "pose_dist_tpose", "occluded_ratio",
-                  "self_occluded_ratio", "truncation", "daytime_hours")
-
-
 @dataclass(frozen=True)
 class SourceSpec:
     """One dataset: its saved index, where its pixels are, and its role in the mixture.
@@ -107,24 +101,6 @@ class EpochTaggedSampler(Sampler):
         self.sampler.set_epoch(epoch)
 
 
-class _ConcatenatedFactors(Mapping):
-    """Factor name -> values over the concatenated sources, concatenated only when asked."""
-
-    def __init__(self, indices: Sequence[SampleIndex]):
-        self._indices = indices
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in FACTOR_COLUMNS:
-            raise KeyError(name)
-        return np.concatenate([np.asarray(index[name], np.float64) for index in self._indices])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(FACTOR_COLUMNS)
-
-    def __len__(self) -> int:
-        return len(FACTOR_COLUMNS)
-
-
 class MixedDataModule(L.LightningDataModule):
     """See the module docstring. ``world_size``/``rank`` override the trainer's (for tests and
     tools run outside a Trainer)."""
@@ -152,8 +128,11 @@ class MixedDataModule(L.LightningDataModule):
         world_size: int | None = None,
         rank: int | None = None,
         train_probe: int = 0,
+        adaptation_batch: str = "split",
     ):
         super().__init__()
+        if adaptation_batch not in ADAPTATION_BATCHES:
+            raise ValueError(f"MixedDataModule: adaptation_batch must be one of {ADAPTATION_BATCHES}; got {adaptation_batch!r}")
         if mode not in ("blended", "finetune", "adaptation"):
             raise ValueError(f"MixedDataModule: mode must be 'blended', 'finetune' or 'adaptation'; got {mode!r}")
         if mode == "finetune" and epoch_length is None:
@@ -184,6 +163,7 @@ class MixedDataModule(L.LightningDataModule):
         if train_probe < 0:
             raise ValueError(f"MixedDataModule: train_probe must be >= 0 (samples per train source); got {train_probe}")
         self.train_probe = int(train_probe)
+        self.adaptation_batch = adaptation_batch
         self._probe_names: list[str] = []
         self._train_parts: list[IndexDataset] = []
         self._eval: dict[str, list[IndexDataset]] = {}
@@ -210,6 +190,18 @@ class MixedDataModule(L.LightningDataModule):
             raise ValueError(f"MixedDataModule: {argument}={global_batch} is global and must divide by the world "
                              f"size {world} (devices x nodes); use a multiple of {world}")
         return global_batch // world
+
+    def train_batch(self) -> int:
+        """Samples per rank in each train loader's batch: the per-rank batch, or in adaptation mode
+        with ``adaptation_batch='split'`` half of it per domain (one step then sees as many samples,
+        real and synthetic 1:1, as a blended step)."""
+        batch = self.per_rank_batch()
+        if self.mode != "adaptation" or self.adaptation_batch == "each":
+            return batch
+        if batch % 2:
+            raise ValueError(f"MixedDataModule: adaptation_batch='split' halves the per-rank batch ({batch}) between "
+                             "the real and the synthetic loader; use an even data.batch_size per rank")
+        return batch // 2
 
     # -- datasets -------------------------------------------------------------------------------
     def _dataset(self, spec: SourceSpec, offset: int, source_id: int, train: bool) -> IndexDataset:
@@ -258,33 +250,13 @@ class MixedDataModule(L.LightningDataModule):
             self._probe_names.append(f"probe_{spec.name}")
 
     # -- samplers -------------------------------------------------------------------------------
-    def _build_sampler(self, name: str, args: dict[str, Any], parts: Sequence[IndexDataset], seed: int) -> EpochSampler:
-        reserved = {"sources", "seed", "num_replicas", "rank", "source_names"} & set(args)
-        if reserved:
-            raise ValueError(f"MixedDataModule: sampler_args may not set {sorted(reserved)}; the DataModule sets "
-                             "them (seed through its own 'seed' argument)")
-        sources = np.repeat(np.arange(len(parts), dtype=np.int32), [len(p) for p in parts])
-        world, rank = self.layout()
-        kwargs = dict(args, sources=sources, seed=seed, num_replicas=world, rank=rank,
-                      source_names=[p.name for p in parts])
-        accepted = inspect.signature(SAMPLERS.get(name)).parameters
-        if "factors" in accepted:
-            kwargs.setdefault("factors", _ConcatenatedFactors([p.index for p in parts]))
-        if "epoch_length" in kwargs and "epoch_length" not in accepted:
-            raise ValueError(f"MixedDataModule: sampler '{name}' takes no epoch_length (mode {self.mode!r}); "
-                             "use 'mixture' or 'balance', or set the amount through the sampler's own arguments")
-        return SAMPLERS.build(name, **kwargs)
+    def _mix_parts(self) -> list[MixPart]:
+        return [MixPart(p.name, len(p), s.role, p.index) for p, s in zip(self._train_parts, self.train_sources)]
 
     def _train_groups(self) -> dict[str, list[IndexDataset]]:
-        if self.mode != "adaptation":
-            return {"train": self._train_parts}
-        groups = {"source": [p for p, s in zip(self._train_parts, self.train_sources) if s.role == "real"],
-                  "target": [p for p, s in zip(self._train_parts, self.train_sources) if s.role == "synthetic"]}
-        for key, role in (("source", "real"), ("target", "synthetic")):
-            if not groups[key]:
-                raise ValueError(f"MixedDataModule: mode 'adaptation' needs at least one train source with role "
-                                 f"'{role}' (the {key} domain); got roles {[s.role for s in self.train_sources]}")
-        return groups
+        """The train datasets grouped as the loaders are (`gtahuman.data.mixing.train_groups`)."""
+        by_name = {p.name: p for p in self._train_parts}
+        return {key: [by_name[m.name] for m in group] for key, group in train_groups(self._mix_parts(), self.mode).items()}
 
     def train_samplers(self) -> dict[str, EpochSampler]:
         """The train samplers ('train', or 'source' and 'target'), built once per (world size, rank)
@@ -305,19 +277,9 @@ class MixedDataModule(L.LightningDataModule):
 
     def _new_train_samplers(self) -> dict[str, EpochSampler]:
         self.setup("fit")
-        groups = self._train_groups()
-        args = dict(self.sampler_args)
-        if self.epoch_length is not None:
-            if "epoch_length" in args:
-                raise ValueError("MixedDataModule: epoch_length is given both as an argument and in sampler_args")
-            args["epoch_length"] = self.epoch_length
-        first = "source" if "source" in groups else "train"
-        samplers = {first: self._build_sampler(self.sampler_name, args, groups[first], self.seed)}
-        if "target" in groups:  # the target cycles through its pool for the source's epoch length
-            length = samplers["source"].global_length()
-            samplers["target"] = self._build_sampler("mixture", {"epoch_length": length}, groups["target"],
-                                                     self.seed + 1)
-        return samplers
+        world, rank = self.layout()
+        return build_train_samplers(self._mix_parts(), self.mode, self.sampler_name, self.sampler_args,
+                                    self.epoch_length, self.seed, world, rank, self.adaptation_batch)
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, dataset: Any, sampler: Sampler, batch: int, drop_last: bool) -> DataLoader:
@@ -333,7 +295,7 @@ class MixedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader | CombinedLoader:
         self._check_trainer()
-        samplers, groups, batch = self.train_samplers(), self._train_groups(), self.per_rank_batch()
+        samplers, groups, batch = self.train_samplers(), self._train_groups(), self.train_batch()
         loaders = {key: self._loader(ConcatIndexDataset(groups[key]), EpochTaggedSampler(samplers[key]), batch,
                                      self.drop_last) for key in groups}
         if self.mode != "adaptation":
@@ -372,7 +334,7 @@ class MixedDataModule(L.LightningDataModule):
         if not self._samplers:
             return dict(self._pending_state or {})
         batches_seen = self._batches_seen() if batches_seen is None else batches_seen
-        batch = self.per_rank_batch()
+        batch = self.train_batch()
         states = {}
         for key, sampler in self._samplers.items():
             consumed = None if batches_seen is None else min(batches_seen * batch, len(sampler))
@@ -391,10 +353,10 @@ class MixedDataModule(L.LightningDataModule):
         if set(saved) != set(self._samplers):
             raise ValueError(f"MixedDataModule: checkpoint holds samplers {sorted(saved)}, this run (mode "
                              f"{self.mode!r}) has {sorted(self._samplers)}")
-        if state["per_rank_batch"] != self.per_rank_batch():
+        batch = self.train_batch()
+        if state["per_rank_batch"] != batch:
             raise ValueError(f"MixedDataModule: checkpoint was taken with {state['per_rank_batch']} samples per rank "
-                             f"and batch, this run has {self.per_rank_batch()}; positions would not match")
-        batch = self.per_rank_batch()
+                             f"and train loader batch, this run has {batch}; positions would not match")
         for key, sampler in self._samplers.items():
             sampler.load_state_dict(saved[key])
             left = len(sampler) - saved[key]["consumed"]

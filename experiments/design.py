@@ -1,0 +1,235 @@
+"""What each row of a table trains on, before anyone trains (issue 19).
+
+    python -m experiments.design TABLE [--mini] [--sizes NAME=ROWS,...] [key=value ...]
+
+TABLE: ``table2``, ``table6``, ``table7`` (the real-data rows; ``--mini`` for their ``_mini``
+versions) or ``findings`` (the mini findings set, seed 0). For every row: optimiser steps, batch
+per loader, and samples seen, unique samples and pool per source, counted from the samplers the
+run would build (`gtahuman.data.budget`). For every comparison the table makes: the config keys
+that differ between the row and the row it is compared with (its declared factor, and anything
+else) and how the budgets differ. A comparison whose rows differ in optimiser steps or in samples
+per step is marked UNCONTROLLED: its difference holds more than its factor (counted at the end,
+unless the paper's own protocol differs so, `DECLARED`: then it is said, not counted).
+
+Real rows need no files: each source's rows come from the sample counts of docs/DATA.md, by file
+name (`NOMINAL_ROWS`; GTA-Human's 4x file is not documented and is assumed 1.2 M), or from
+``--sizes name=rows,...``. The mini rows read the prepared mini world (prepared when missing).
+Fine-tuning rows count their own stage only; video rows are not counted.
+"""
+from __future__ import annotations
+
+import posixpath
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gtahuman.config import ConfigError, load_config
+from gtahuman.data.budget import Budget, count_budget, differences
+from gtahuman.data.mixing import MixPart, build_train_samplers, sampler_arguments
+
+# Rows per annotation file, from docs/DATA.md ("Sample counts", with where each number comes from).
+NOMINAL_ROWS = {
+    "h36m_mosh_train.npz": 312_188, "mpi_inf_3dhp_train.npz": 96_507, "lsp_train.npz": 1_000,
+    "lspet_train.npz": 9_428, "mpii_train.npz": 14_810, "coco_2014_train.npz": 28_344,
+    "pw3d_train.npz": 22_735,
+    "gta_human_4x.npz": 1_200_000,  # ASSUMED: undocumented (4 x ~300K real); --sizes gta=N when known
+}
+ASSUMED = {"gta_human_4x.npz"}
+BOOKKEEPING = ("experiment", "description", "run.", "eval.")  # config keys that are no factor
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    experiment: str
+    overrides: tuple[str, ...] = ()
+
+
+def _paper_rows(table: str, mini: bool) -> tuple[list[Row], list[tuple[str, str]]]:
+    suffix = "_mini" if mini else ""
+    pairs = {
+        "table2": [("hmr_bt", "hmr"), ("hmr_plus_bt", "hmr_plus"), ("hmr_ft", "hmr"), ("hmr_plus_ft", "hmr_plus"),
+                   ("spin_ft", "spin"), ("pare_ft", "pare")],
+        "table6": [(r, "hmr_bt") for r in ("hmr_real", "hmr_gta", "dann", "jan", "rsd", "cyclegan")],
+        "table7": [(f"real{r}", "real050") for r in ("000", "025", "075", "100")],
+    }[table]
+    names = list(dict.fromkeys(n for pair in pairs for n in pair))
+    rows = [Row(f"{table}_{n}{suffix}", f"{table}_{n}{suffix}") for n in names]
+    return rows, [(f"{table}_{a}{suffix}", f"{table}_{b}{suffix}") for a, b in pairs]
+
+
+# Comparisons whose rows differ in budget by the paper's own protocol: reported, not counted.
+DECLARED = {
+    "table6_hmr_real": "the paper's protocol: real only trains its epochs on the real data alone (an epoch = "
+                       "the largest real source), BT on real + GTA-Human (an epoch = the largest source)",
+    "table6_hmr_gta": "the paper's protocol: GTA-Human only trains its epochs on GTA-Human alone",
+    "table2_hmr_bt": "the paper's protocol: BT's epochs hold GTA-Human as well as the real data",
+    "table2_hmr_plus_bt": "the paper's protocol: BT's epochs hold GTA-Human as well as the real data",
+}
+
+
+def _findings_rows() -> tuple[list[Row], list[tuple[str, str]]]:
+    from experiments.findings import AMOUNT_ROWS, ROWS
+
+    rows = [Row(r.label, r.experiment, r.overrides) for r in (*ROWS, *AMOUNT_ROWS)]
+    bt, real = ROWS[0].label, ROWS[1].label
+    pairs = [(real, bt), (ROWS[2].label, bt), (ROWS[3].label, bt), (ROWS[5].label, ROWS[4].label)]
+    pairs += [(r.label, AMOUNT_ROWS[0].label) for r in AMOUNT_ROWS[1:]]
+    return rows, pairs
+
+
+def rows_of(table: str, mini: bool) -> tuple[list[Row], list[tuple[str, str]]]:
+    """The table's rows and its comparisons (row label, compared-with label)."""
+    if table == "findings":
+        return _findings_rows()
+    if table in ("table2", "table6", "table7"):
+        return _paper_rows(table, mini)
+    raise ConfigError(f"unknown table '{table}'; valid: findings, table2, table6, table7")
+
+
+def source_rows(cfg: Any, sizes: dict[str, int], notes: list[str]) -> list[MixPart]:
+    """The train sources as `MixPart`s: given sizes, else the prepared index (mini world, any
+    source whose files exist), else the nominal count of its file name."""
+    parts = []
+    for name, src in cfg.data.train.items():
+        file = posixpath.basename(str(src.path).rstrip("/"))
+        if name in sizes:
+            parts.append(MixPart(name, sizes[name], src.role))
+        elif src.kind == "gta_raw" or str(src.path).startswith(str(cfg.data.world_dir)):
+            parts.append(_prepared(cfg, name, src))
+        elif file in NOMINAL_ROWS:
+            parts.append(MixPart(name, NOMINAL_ROWS[file], src.role))
+            if file in ASSUMED:
+                notes.append(f"{name}: {NOMINAL_ROWS[file]:,} rows ASSUMED ({file} is undocumented)")
+        else:
+            raise ConfigError(f"data.train.{name}: no size known for '{file}'; give --sizes {name}=ROWS")
+    return parts
+
+
+def _prepared(cfg: Any, name: str, src: Any) -> MixPart:
+    from gtahuman.data.index import SampleIndex
+    from gtahuman.train import ensure_assets, prepare_source
+
+    spec = prepare_source(name, src, cfg, ensure_assets(cfg))
+    index = SampleIndex.load(spec.index_dir)
+    return MixPart(name, len(index), src.role, index)
+
+
+def row_budget(cfg: Any, sizes: dict[str, int], notes: list[str]) -> Budget:
+    parts = source_rows(cfg, sizes, notes)
+    args = sampler_arguments(cfg.data.sampler, OmegaConf.to_container(cfg.data.sampler_args, resolve=True),
+                             cfg.data.real_ratio, cfg.data.mode,
+                             [(p.name, p.role, float(cfg.data.train[p.name].weight)) for p in parts])
+    samplers = build_train_samplers(parts, cfg.data.mode, cfg.data.sampler, args, cfg.data.epoch_length, cfg.run.seed,
+                                    adaptation_batch=cfg.data.adaptation_batch)
+    split = cfg.data.mode == "adaptation" and cfg.data.adaptation_batch == "split"
+    t = cfg.trainer
+    return count_budget(samplers, cfg.data.batch_size // 2 if split else cfg.data.batch_size, True, int(t.max_epochs), int(t.max_steps),
+                        int(t.accumulate_grad_batches), t.limit_train_batches)
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):  # an empty mapping adds no key: {} and absent read the same
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def config_differences(a: Any, b: Any) -> list[str]:
+    fa, fb = _flat(a), _flat(b)
+    keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not k.startswith(BOOKKEEPING))
+    return [f"{k}: {fb.get(k, '(absent)')} -> {fa.get(k, '(absent)')}" for k in keys]
+
+
+def uncontrolled(a: Budget, b: Budget) -> list[str]:
+    """Budget differences a controlled comparison may not have: steps, or samples per step."""
+    said = []
+    if a.steps != b.steps:
+        said.append(f"optimiser steps {a.steps:,} vs {b.steps:,}")
+    per_step_a, per_step_b = sum(a.batch.values()), sum(b.batch.values())
+    if per_step_a != per_step_b:
+        said.append(f"samples per step {per_step_a} vs {per_step_b}")
+    return said
+
+
+def describe_row(label: str, cfg: Any, budget: Budget | None, why: str = "") -> list[str]:
+    if budget is None:
+        return [f"## {label}", f"  not counted: {why}"]
+    lines = [f"## {label}", f"  steps {budget.steps:,} ({budget.epochs} epochs of {budget.batches_per_epoch:,} batches), "
+             f"batch {' + '.join(f'{v} {k}' for k, v in budget.batch.items())}, {budget.total_seen:,} samples seen"]
+    for source in budget.pool:
+        lines.append(f"  {source:16s} seen {budget.samples_seen[source]:>12,}  unique {budget.unique_samples[source]:>10,}"
+                     f"  of {budget.pool[source]:>10,}")
+    if cfg.model.get("init_checkpoint"):
+        lines.append("  fine-tunes model.init_checkpoint: its pre-training is not counted")
+    return lines
+
+
+def report(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) -> tuple[list[str], int]:
+    """The report's lines and the number of UNCONTROLLED comparisons."""
+    rows, pairs = rows_of(table, mini)
+    configs, budgets, notes, lines = {}, {}, [], []
+    for row in rows:
+        cfg = load_config([f"experiment={row.experiment}", *row.overrides, *overrides])
+        configs[row.label] = cfg
+        why = "a video row (task=video): not counted" if cfg.task == "video" else ""
+        budgets[row.label] = None if why else row_budget(cfg, sizes, notes)
+        lines += describe_row(row.label, cfg, budgets[row.label], why)
+    lines += ["", "# comparisons"]
+    flagged = 0
+    for a, b in pairs:
+        lines.append(f"## {a}  vs  {b}")
+        lines += [f"  config  {d}" for d in config_differences(configs[a], configs[b])] or ["  config  (the same)"]
+        if budgets[a] is None or budgets[b] is None:
+            lines.append("  budget  not counted")
+            continue
+        lines += [f"  budget  {d}" for d in differences(budgets[a], budgets[b], tolerance=0.001)] or ["  budget  (the same)"]
+        bad = uncontrolled(budgets[a], budgets[b])
+        declared = DECLARED.get(configs[a].experiment) or DECLARED.get(configs[b].experiment)
+        if bad and declared:
+            lines.append(f"  UNCONTROLLED, as declared ({declared}): {'; '.join(bad)}")
+        elif bad:
+            flagged += 1
+            lines.append(f"  UNCONTROLLED: {'; '.join(bad)}")
+    return [*dict.fromkeys(notes), *lines], flagged
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or "-h" in args or "--help" in args:
+        print(__doc__)
+        return 0 if args else 2
+    mini = "--mini" in args
+    sizes: dict[str, int] = {}
+    rest = []
+    for i, arg in enumerate(args):
+        if arg == "--mini" or arg == "--sizes":
+            continue
+        if i and args[i - 1] == "--sizes":
+            for item in arg.split(","):
+                name, _, value = item.partition("=")
+                sizes[name] = int(value)
+            continue
+        rest.append(arg)
+    table, overrides = rest[0], rest[1:]
+    try:
+        lines, flagged = report(table, mini, sizes, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    print(f"\n{flagged} uncontrolled comparison(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
