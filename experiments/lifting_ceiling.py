@@ -180,6 +180,24 @@ def left_right_swaps(predicted: np.ndarray, labelled: np.ndarray, min_separation
     return swaps
 
 
+def shrinkage(predicted: np.ndarray, labelled: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Per left/right pair: (slope, correlation) of the predicted against the labelled keypoint
+    positions relative to the shoulders' midpoint, both centred over the rows. A slope well below
+    1 is a branch that hedges towards the mean pose (a soft-argmax over a broad heatmap does)."""
+    out = {}
+    for name, pair in LEFT_RIGHT.items():
+        xs, ys = [], []
+        for k in pair:
+            rows = labelled[:, k, 2] > 0
+            p = predicted[rows, k] - predicted[rows][:, [16, 17]].mean(axis=1)
+            g = labelled[rows, k, :2] - labelled[rows][:, [16, 17], :2].mean(axis=1)
+            xs.append(g - g.mean(axis=0))
+            ys.append(p - p.mean(axis=0))
+        g, p = np.concatenate(xs), np.concatenate(ys)
+        out[name] = (float((p * g).sum() / (g * g).sum()), float((p * g).sum() / np.sqrt((p * p).sum() * (g * g).sum())))
+    return out
+
+
 def predicted_keypoints(run_dir: Path, test_name: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     """The run's best checkpoint on each train source with SMPL and on the test set (test-time
     transform): predicted and labelled 2D keypoints (crop units) and the lifting targets."""
@@ -229,8 +247,11 @@ def run_ceiling(run_dir: Path, steps: int) -> tuple[dict[str, Any], dict[str, di
     for part in (*train.values(), test):
         part["inputs"] = extent_normalised(part["predicted"])
     test["groups"] = np.array(["all"] * len(test["targets"]))
-    swaps = {name: left_right_swaps(part["predicted"], part["labelled"]) for name, part in {**train, test_name: test}.items()}
-    return lift_and_score(list(train.values()), test, 0.0, steps), swaps
+    every = {**train, test_name: test}
+    swaps = {name: left_right_swaps(part["predicted"], part["labelled"]) for name, part in every.items()}
+    result = lift_and_score(list(train.values()), test, 0.0, steps)
+    result["shrinkage"] = {name: shrinkage(part["predicted"], part["labelled"]) for name, part in every.items()}
+    return result, swaps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         result, swaps = run_ceiling(Path(options["--run"]), steps)
         for name, rates in swaps.items():
             print(f"{name}: left/right swapped " + " ".join(f"{k} {v:.2f}" for k, v in rates.items()))
+        for name, fits in result.pop("shrinkage").items():
+            print(f"{name}: predicted vs labelled, shoulder-relative (slope / r) "
+                  + " ".join(f"{k} {b:.2f}/{r:.2f}" for k, (b, r) in fits.items()))
         print(f"lifted from the run's own 2D: PA-MPJPE {result['pa_mpjpe']:.1f} mm, constant {result['constant']:.1f} mm, "
               f"ratio {result['pa_mpjpe'] / result['constant']:.2f}")
         print(f"ratio: {result['pa_mpjpe'] / result['constant']:.2f}")

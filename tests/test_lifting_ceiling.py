@@ -3,11 +3,12 @@ normalisation and the left/right swap count by hand, and the command on the tiny
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
 from experiments.lifting_ceiling import (ceiling, extent_normalised, left_right_swaps, main, procrustes_mean,
-                                        shared_keypoints)
+                                        shared_keypoints, shrinkage)
 from gtahuman.metrics import pa_mpjpe
 
 
@@ -66,3 +67,15 @@ def test_left_right_swaps_count_only_separated_labelled_pairs() -> None:
     predicted[1, 4] += [0.3, 0.0]  # row 1: off, but nearer its own label than the other's
     labelled[2, 5, 2] = 0  # row 2: right knee unlabelled -> not counted
     assert left_right_swaps(predicted, labelled)["knee"] == 0.5
+
+
+def test_shrinkage_reads_a_halved_pose_as_slope_one_half() -> None:
+    rng = np.random.default_rng(0)
+    labelled = np.concatenate([rng.normal(0, 0.3, (50, 29, 2)), np.ones((50, 29, 1))], axis=-1)
+    shoulders = labelled[:, [16, 17], :2].mean(axis=1, keepdims=True)
+    mean_pose = (labelled[..., :2] - shoulders).mean(axis=0)
+    # every keypoint halfway between its labelled place and the mean pose (shoulder-relative)
+    predicted = shoulders + 0.5 * (labelled[..., :2] - shoulders) + 0.5 * mean_pose
+    slope, r = shrinkage(predicted, labelled)["knee"]
+    assert slope == pytest.approx(0.5, abs=0.02) and r == pytest.approx(1.0, abs=1e-6)
+    assert shrinkage(labelled[..., :2], labelled)["wrist"] == pytest.approx((1.0, 1.0))
