@@ -137,6 +137,23 @@ def evaluate_features(run: FindingsRun, output_root: Path, threads: int, log_dir
                        f"feature evaluation of '{run.label}'")
 
 
+def budget_lines() -> list[str]:
+    """One line per comparison of the set: how the two rows' budgets differ (steps, samples per
+    step and per source), counted from their configs as `python -m experiments.design findings`
+    does."""
+    from experiments.design import report
+
+    lines, _ = report("findings", mini=True, sizes={}, overrides=[])
+    out, pair = [], None
+    for line in lines[lines.index("# comparisons") + 1:]:
+        if line.startswith("## "):
+            pair = line[3:].replace("  vs  ", " vs ")
+            out.append(f"- {pair}, budget:")
+        elif line.startswith("  budget  ") or line.startswith("  UNCONTROLLED"):
+            out[-1] += (" " if out[-1].endswith(":") else "; ") + line.strip().removeprefix("budget  ")
+    return out
+
+
 def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: Path, jobs: int,
            elapsed: float | None) -> str:
     intro = ("What the suite's own study says on the procedural mini world (toy body model; not SMPL or real "
@@ -154,9 +171,9 @@ def header(runs: tuple[FindingsRun, ...], times: dict[str, float], output_root: 
         lines.append(f"| {run.label} | `{run.command()}` | {steps:,} | "
                      f"{'?' if seconds is None else f'{seconds:.0f} s'} |")
     lines += ["", "What else differs within each comparison (a comparison should differ in its declared factor "
-              "only; where it does not, it is said here):", "",
-              "- BT + DANN vs BT: adaptation mode draws 32 real + 32 GTA-Human samples per step, BT 16 + 16: "
-              "DANN also sees twice the samples (issue 19's budget control will equalise them).",
+              "only; where it does not, it is said here). Budgets, from `python -m experiments.design findings` "
+              "(steps, and samples seen per source over the whole run; 'the same' within 0.1 %):", "",
+              *budget_lines(),
               "- the nested amounts vs BT: the amount sampler draws the real part uniformly over the real pool "
               "(the mixture sampler weighs real_indoor 0.6 and real_kp 0.4), and the GTA-Human share of a batch "
               "grows with the amount (0 to 50 %); the 0x point is the amount sampler's own real-only run.",
