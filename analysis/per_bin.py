@@ -245,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
                         help=f"bins with fewer evaluated samples get no point (default {MIN_COUNT})")
     parser.add_argument("--out", type=Path, help="output folder (default <run>/analysis)")
     args = parser.parse_args(argv)
-    run = load_run(args.run)
+    try:
+        run = load_run(args.run)
+    except FileNotFoundError as err:
+        parser.error(str(err))  # a clean usage error (exit 2), not a traceback
     set_name = args.set or run.default_test_set()
     bins: dict[str, Bins] = {f: args.bins for f in args.factors}
     bins.update(_parse_edges(args.edges))

@@ -361,7 +361,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--metric", default="pa_mpjpe", help="metric of Table 7, Table 9 and Fig. 8")
     parser.add_argument("--real-pool", type=int, help="real samples in all (Fig. 8 with absolute amounts)")
     args = parser.parse_args(argv)
-    runs = find_runs(args.runs)
+    try:
+        runs = find_runs(args.runs)
+    except FileNotFoundError as err:
+        parser.error(str(err))  # a clean usage error (exit 2), not a traceback
     written = write_tables(runs, args.out, args.set, args.metric, args.real_pool)
     print(f"{len(runs)} runs -> {written['tables.md']}")
     return written

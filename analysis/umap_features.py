@@ -168,9 +168,12 @@ def main(argv: Sequence[str] | None = None, embed: EmbedFn | None = None) -> lis
     if embed is None and args.method == "umap":
         embed = lambda x, seed: umap_embed(x, seed, args.n_neighbors, args.min_dist)  # noqa: E731
     embed = embed or EMBEDDINGS[args.method]
-    runs = find_runs(args.runs)
+    try:
+        runs = find_runs(args.runs)
+    except FileNotFoundError as err:
+        parser.error(str(err))  # a clean usage error (exit 2), not a traceback
     if not runs:
-        raise FileNotFoundError(f"no finished run directory under {args.runs}")
+        parser.error(f"no finished run directory under {args.runs}")
     panels = embed_runs(runs, embed, args.seed, args.sets, args.max_per_set)
     paths = [args.out / "umap_features.png", args.out / "umap_features.npz"]
     save_figure(plot_panels(panels, args.method.upper()), paths[0])

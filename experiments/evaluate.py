@@ -28,6 +28,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from omegaconf import OmegaConf
+
 from gtahuman.data.formats.errors import DataFormatError
 from gtahuman.config import ConfigError, load_run_config, require_complete
 from gtahuman.rundir import CONFIG_FILE, METRICS_FILE, RunDir, git_commit
@@ -56,8 +58,11 @@ def _new_folder(parent: Path, name: str) -> Path:
 
 
 def _choose_sets(cfg: Any, names: Sequence[str]) -> dict[str, Any]:
-    """Name -> source config; test sets shadow val sets, which shadow train sources."""
-    available = {**cfg.data.train, **cfg.data.val, **cfg.data.test}
+    """Name -> source config; test sets shadow val sets, which shadow train sources. A train
+    source with ``split: train`` also offers ``<name>_heldout``: the sequences it never trained on."""
+    heldout = {f"{name}_heldout": OmegaConf.merge(src, {"split": "heldout"})
+               for name, src in cfg.data.train.items() if src.get("split") == "train"}
+    available = {**cfg.data.train, **heldout, **cfg.data.val, **cfg.data.test}
     if not names:
         if not cfg.data.test:
             raise ValueError("the run's config has no data.test sets; name one with set=NAME "
@@ -172,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluate_checkpoint(checkpoint, sets, protocol, overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except KeyError as err:  # set=NAME or protocol=NAME not known: the message lists the valid names
+        print(f"argument error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     except (FileNotFoundError, DataFormatError) as err:  # a data file the run's config names is missing or bad
         print(f"data error: {err}", file=sys.stderr)

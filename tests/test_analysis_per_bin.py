@@ -153,3 +153,9 @@ def test_bin_interval_by_hand_and_sparse_or_single_bin_panels() -> None:
     assert len([ax for ax in figure.axes if ax.get_visible()]) == 2  # one panel (+ its twin): the single-bin one dropped
     twin = figure.axes[-1]
     assert list(twin.get_lines()[0].get_xdata()) == [5.0]  # bin 1 has 1 sample < min_count 3: no point
+
+
+def test_a_missing_run_is_a_usage_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "nope")])
+    assert stopped.value.code == 2 and "config.yaml not found" in capsys.readouterr().err

@@ -209,6 +209,13 @@ def test_evaluate_reproduces_the_run_and_writes_its_folder(runs, capsys) -> None
         evaluate_checkpoint(run / "checkpoints" / "best.ckpt", ["nope"])
     with pytest.raises(ConfigError, match="ckpt=PATH"):
         parse_arguments(["set=wild_test"])
+    # on the command line an unknown set or protocol is a message and status 2, not a traceback
+    checkpoint = f"ckpt={run / 'checkpoints' / 'best.ckpt'}"
+    capsys.readouterr()
+    assert evaluate_main([checkpoint, "set=nope"]) == 2
+    assert "argument error: set=nope: not an eval set" in capsys.readouterr().err
+    assert evaluate_main([checkpoint, "protocol=foo"]) == 2
+    assert "unknown evaluation protocol 'foo'; valid names: 3dpw" in capsys.readouterr().err
 
 
 def test_adaptation_mode_draws_only_the_real_sources(tiny_config) -> None:

@@ -87,6 +87,10 @@ class SourceConfig:
     # SPIN's static_fits/<dataset>_fits.npy (spin_npz / humandata): SMPL for the rows without their own,
     # where SPIN's validity rule accepts the fit (gtahuman.data.static_fits); HMR+ rows need them
     static_fits: Optional[str] = None
+    # null | train | heldout: a fixed split by sequence (gtahuman.data.splits); 'train' leaves out
+    # heldout_fraction of the sequences, which `experiments.evaluate set=<name>_heldout` then scores
+    split: Optional[str] = None
+    heldout_fraction: float = 0.1
 
 
 @dataclass

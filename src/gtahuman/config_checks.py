@@ -58,6 +58,7 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 # What MixedDataModule and the samplers accept (signatures checked against the snapshot in the tests).
 MODES = ("adaptation", "blended", "finetune")
+SPLITS = ("train", "heldout")  # as gtahuman.data.splits.SPLITS
 ADAPTATION_BATCHES = ("each", "split")  # as gtahuman.data.mixing.ADAPTATION_BATCHES (no data import here)
 ROLES = ("real", "synthetic")
 SIM2REAL_MODES = ("offline", "online")
@@ -221,6 +222,9 @@ def _check_source(c: _Checks, key: str) -> None:
     c.registered(f"{key}.kind", "source kind")
     c.choice(f"{key}.role", ROLES, "source role")
     c.number(f"{key}.weight", 0, what="the source's partition weight inside its role group")
+    c.choice(f"{key}.split", SPLITS, "part of a held-out split by sequence", optional=True)
+    c.number(f"{key}.heldout_fraction", 0, 1, low_open=True, high_open=True,
+             what="the share of sequences the held-out split leaves out of training")
 
 
 def _train_roles(c: _Checks) -> dict[str, list[str]]:

@@ -47,6 +47,7 @@ from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.dropped import dropped_at_prepare, log_dropped
 from gtahuman.data.mixing import sampler_arguments
 from gtahuman.data.prepare import prepare_dataset
+from gtahuman.data.splits import split_index
 from gtahuman.evaluation import summarize
 from gtahuman.run_callbacks import (  # noqa: F401
     AtomicCheckpointIO,
@@ -108,11 +109,15 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
     cache = Path(cfg.run.cache_dir)
     fits = Path(src.static_fits).resolve() if src.get("static_fits") else None
     key = _key(src.kind, path, image_root, body_dir.resolve(), *([fits] if fits else []))
-    index_dir = cache / "indices" / f"{name}-{key}"
+    # '<source>_heldout' (experiments.evaluate) shares its source's whole index and lock
+    stem = name.removesuffix("_heldout") if src.get("split") == "heldout" else name
+    index_dir = cache / "indices" / f"{stem}-{key}"
     with file_lock(cache / "locks" / f"{index_dir.name}.lock"):
-        index = prepare_dataset(src.kind, path, index_dir, body_model_dir=body_dir, dataset_name=name,
-                                domain=src.domain or name, image_root=image_root,
+        index = prepare_dataset(src.kind, path, index_dir, body_model_dir=body_dir, dataset_name=stem,
+                                domain=src.domain or stem, image_root=image_root,
                                 progress=cfg.trainer.progress_bar, static_fits=fits)
+        if src.get("split"):  # a fixed part of a held-out split by sequence, saved as its own index
+            index, index_dir = split_index(index, index_dir, src.split, float(src.heldout_fraction))
         crop_dir = None
         if cfg.data.crop_cache:
             manifest = (index_dir / "manifest.json").read_bytes()  # a re-prepared index gets a new cache
