@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -35,8 +36,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gtahuman.data.formats.gta_raw import list_sequences
-from gtahuman.data.index import CATEGORICAL, COLUMNS, MANIFEST, SampleIndex, describe_source_file, encode_categorical
+from gtahuman.data.index import (CATEGORICAL, COLUMNS, MANIFEST, IndexMismatchError, SampleIndex, describe_source_file,
+                                 encode_categorical)
 from gtahuman.data.prepare_sources import IMAGE_MARGIN, SOURCES, BodyContext, Chunk
+
+log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".prepare_partial"
 PREPARE_VERSION = 2  # 2: self_occluded_ratio from the mesh for sources without flags
@@ -84,6 +88,18 @@ def _reusable(path: Path, settings: dict[str, Any], descriptors: list[dict[str, 
     if tags.get("settings") != settings or _fingerprint(index.meta["source_files"]) != _fingerprint(descriptors):
         return None
     return index
+
+
+def _columns_intact(path: Path) -> bool:
+    """Every column file's sha256 against the manifest, once each time a run opens a prepared index
+    (a same-size change, bit rot or an edit, passes the size check ``load`` makes). A mismatch is
+    logged and the index rebuilt from its sources."""
+    try:
+        SampleIndex.load(path, mmap=True, verify="full")
+    except IndexMismatchError as err:
+        log.warning("%s; rebuilding the index from its source files", err)
+        return False
+    return True
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -188,7 +204,7 @@ def prepare_dataset(
                     **({"static_fits": str(fits)} if fits else {}),
                     "body_model": _fingerprint([describe_source_file(p) for p in body.files])}
         existing = _reusable(out_dir, settings, list(described.values()))
-        if existing is not None:
+        if existing is not None and _columns_intact(out_dir):
             return existing
         parts = _run_chunks(src, src.chunks(chunk_size), out_dir / PARTIAL_DIR, settings, described,
                             dataset_name, progress, max_bad_images)
