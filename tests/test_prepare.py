@@ -197,7 +197,8 @@ def test_spin_npz_by_name_boxes_gender_sequences(spin_files, tmp_path, body_dir)
     assert index["image_size"].tolist() == [[W, H], [300, 400], [W, H], [300, 400], [W, H]]
     assert index["gender"].tolist() == [0, 1, 0, 1, 0]
     assert index.meta["prepare"]["sequence_folders"] == ["a", "b"]
-    assert index["sequence_id"].tolist() == [0, 1, 0, 1, 0] and index["frame_id"].tolist() == [1, 1, 0, 0, 2]
+    # frame ids: folder a's file numbers (0002, 0001, 0003); folder b's names hold none: ranks by name
+    assert index["sequence_id"].tolist() == [0, 1, 0, 1, 0] and index["frame_id"].tolist() == [2, 1, 1, 0, 3]
     assert index["has_smpl"].tolist() == [True, True, False, True, True]
     np.testing.assert_allclose(index["cam_elevation"][:2], [0, 0], atol=1e-4)
     np.testing.assert_allclose(index["cam_azimuth"][:2], [0, 90], atol=1e-4)  # body's left faces the camera

@@ -54,6 +54,31 @@ def test_two_people_in_one_sequence_and_gaps_make_separate_tracks() -> None:
         np.testing.assert_array_equal(np.diff(frame[rows]), [1, 1, 1])
 
 
+def test_a_source_keeping_one_frame_in_ten_has_windows_and_splits_at_a_dropped_frame() -> None:
+    """SPIN's MPI-INF-3DHP file keeps every tenth frame: its tracks step by 10, a window is every
+    tenth frame, and a missing tenth frame (80 -> 100) is a gap."""
+    frame = np.array([0, 10, 20, 30, 40, 50, 60, 70, 80, 100, 110, 120, 130])
+    seq = np.zeros(len(frame), np.int32)
+    order = np.random.default_rng(1).permutation(len(frame))
+    seq, frame = seq[order], frame[order]
+    assert sorted(len(r) for r in track_runs(seq, frame)) == [4, 9]
+    windows = training_windows(seq, frame, window=4)
+    assert len(windows) == 2 + 1
+    for rows in windows:
+        np.testing.assert_array_equal(np.diff(frame[rows]), [10, 10, 10])
+
+
+def test_frame_ids_come_from_file_numbers_when_every_file_has_one() -> None:
+    from gtahuman.data.prepare_sources import folder_sequences
+
+    paths = np.array(["mpi/S1/frame_000020.jpg", "mpi/S1/frame_000000.jpg", "mpi/S1/frame_000010.jpg",
+                      "pw/a/image_7.jpg", "pw/a/cover.jpg", "pw/a/image_3.jpg"])
+    sequence, frame, folders = folder_sequences(paths)
+    assert folders == ["mpi/S1", "pw/a"] and sequence.tolist() == [0, 0, 0, 1, 1, 1]
+    assert frame[:3].tolist() == [20, 0, 10]  # the real frame numbers: every tenth frame
+    assert frame[3:].tolist() == [2, 0, 1]  # a file without a number: ranks by name for the folder
+
+
 def test_still_images_are_tracks_of_one_frame() -> None:
     seq, frame = np.full(5, -1), np.full(5, -1)
     assert len(set(track_ids(seq, frame).tolist())) == 5

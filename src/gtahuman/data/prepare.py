@@ -43,7 +43,7 @@ from gtahuman.data.prepare_sources import IMAGE_MARGIN, SOURCES, BodyContext, Ch
 log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".prepare_partial"
-PREPARE_VERSION = 2  # 2: self_occluded_ratio from the mesh for sources without flags
+PREPARE_VERSION = 3  # 2: self_occluded_ratio from the mesh for sources without flags; 3: frame ids from file names
 DEFAULT_CHUNK_SIZE = {"gta_raw": 200, "spin_npz": 50_000, "humandata": 50_000}
 DEFAULT_DOMAIN = {"gta_raw": "synthetic", "spin_npz": "real"}
 

@@ -246,17 +246,34 @@ def to_smpl54(kps: np.ndarray, convention: str) -> np.ndarray:
     return convert_keypoints(kps, convention, "smpl_54")[0]
 
 
+_TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
+
+
 def folder_sequences(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Sequence codes by image folder (sorted folder names), frame ids by image name within it."""
+    """Sequence codes by image folder (sorted folder names) and frame ids within it: the number
+    at the end of the file name (``frame_000120.jpg`` -> 120) when every file of the folder has
+    one and no two share it, so that a source keeping one frame in ten (MPI-INF-3DHP) keeps its
+    real frame numbers and a dropped frame shows as a gap; else the file's rank by name."""
     folders = np.array([posixpath.dirname(p) for p in paths.tolist()], dtype=str)
     names, sequence = np.unique(folders, return_inverse=True)
     unique_paths, path_code = np.unique(paths, return_inverse=True)
     folder_of_unique = sequence[np.unique(path_code, return_index=True)[1]]
     order = np.lexsort((unique_paths, folder_of_unique))  # by folder, then by name
     first = np.searchsorted(folder_of_unique[order], folder_of_unique[order], side="left")
-    rank = np.empty(len(unique_paths), np.int64)
-    rank[order] = np.arange(len(order)) - first
-    return sequence.astype(np.int32), rank[path_code].astype(np.int32), names.tolist()
+    frame = np.empty(len(unique_paths), np.int64)
+    frame[order] = np.arange(len(order)) - first
+    numbers = np.array([_frame_number(p) for p in unique_paths.tolist()], np.int64)
+    for code in range(len(names)):
+        rows = folder_of_unique == code
+        own = numbers[rows]
+        if (own >= 0).all() and len(np.unique(own)) == len(own) and own.max() <= np.iinfo(np.int32).max:
+            frame[rows] = own
+    return sequence.astype(np.int32), frame[path_code].astype(np.int32), names.tolist()
+
+
+def _frame_number(path: str) -> int:
+    match = _TRAILING_NUMBER.search(posixpath.splitext(posixpath.basename(path))[0])
+    return int(match.group(1)) if match else -1
 
 
 def project_with_margin(joints: np.ndarray, focal: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ Rows are frames of one source in any order, identified by ``sequence_id`` and ``
 frames: rows are grouped by sequence, a repeated (sequence, frame) pair (two people in one
 video, as in 3DPW, whose images share a folder) starts a second track (its n-th occurrence in
 row order belongs to track n), and a gap in the frame numbers splits a track (MPI-INF-3DHP's
-dropped frames; VIBE splits those sequences too). Still images (sequence id -1) are tracks of one.
+dropped frames; VIBE splits those sequences too). A gap is measured in the track's own step (its
+most common frame difference): a source that keeps one frame in ten has windows of every tenth
+frame, and a missing tenth frame splits it. Still images (sequence id -1) are tracks of one.
 
 * `training_windows`: VIBE's ``split_into_chunks``: windows of ``window`` frames inside each track
   with a stride (default = window, i.e. no overlap); tracks shorter than a window are skipped and
@@ -53,13 +55,31 @@ def track_ids(sequence_ids: np.ndarray, frame_ids: np.ndarray) -> np.ndarray:
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
-def track_runs(sequence_ids: np.ndarray, frame_ids: np.ndarray) -> list[np.ndarray]:
-    """Row indices of every run of consecutive frames of one track, in frame order."""
-    track = track_ids(sequence_ids, frame_ids)
-    frame = np.asarray(frame_ids, np.int64)
+def track_steps(track: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """(N,) the frame step of each row's track: the most common difference between its
+    consecutive frame numbers (1 for a full-rate video, 10 for a source that keeps one frame in
+    ten, as SPIN's MPI-INF-3DHP file does); 1 for a track of one frame."""
     order = np.lexsort((frame, track))
     t, f = track[order], frame[order]
-    breaks = np.flatnonzero((t[1:] != t[:-1]) | (f[1:] - f[:-1] != 1)) + 1
+    same = t[1:] == t[:-1]
+    steps = np.ones(int(track.max()) + 1 if track.size else 0, np.int64)
+    if same.any():
+        pairs = np.stack([t[1:][same], (f[1:] - f[:-1])[same]], axis=1)
+        counted, counts = np.unique(pairs, axis=0, return_counts=True)
+        best = np.lexsort((-counted[:, 1], counts, counted[:, 0]))  # per track, the most common step last
+        steps[counted[best, 0]] = counted[best, 1]  # later (more common) entries win
+    return steps[track]
+
+
+def track_runs(sequence_ids: np.ndarray, frame_ids: np.ndarray) -> list[np.ndarray]:
+    """Row indices of every run of consecutive frames of one track, in frame order; consecutive
+    means one step of the track apart (`track_steps`), so a dropped frame splits the track."""
+    track = track_ids(sequence_ids, frame_ids)
+    frame = np.asarray(frame_ids, np.int64)
+    step = track_steps(track, frame)
+    order = np.lexsort((frame, track))
+    t, f, s = track[order], frame[order], step[order]
+    breaks = np.flatnonzero((t[1:] != t[:-1]) | (f[1:] - f[:-1] != s[1:])) + 1
     return [run for run in np.split(order, breaks) if run.size]
 
 
