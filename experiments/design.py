@@ -102,7 +102,13 @@ def source_rows(cfg: Any, sizes: dict[str, int], notes: list[str]) -> list[MixPa
         elif src.kind == "gta_raw" or str(src.path).startswith(str(cfg.data.world_dir)):
             parts.append(_prepared(cfg, name, src))
         elif file in NOMINAL_ROWS:
-            parts.append(MixPart(name, NOMINAL_ROWS[file], src.role))
+            rows = NOMINAL_ROWS[file]
+            if src.get("split"):  # a held-out split by sequence: about its share of the rows
+                kept = 1 - src.heldout_fraction if src.split == "train" else src.heldout_fraction
+                rows = round(rows * kept)
+                notes.append(f"{name}: the {src.split} part of a {src.heldout_fraction:g} held-out split, "
+                             f"about {rows:,} of {NOMINAL_ROWS[file]:,} rows")
+            parts.append(MixPart(name, rows, src.role))
             if file in ASSUMED:
                 notes.append(f"{name}: {NOMINAL_ROWS[file]:,} rows ASSUMED ({file} is undocumented)")
         else:
@@ -147,13 +153,15 @@ def _flat(cfg: Any) -> dict[str, Any]:
 
 
 def config_differences(a: Any, b: Any) -> list[str]:
-    """'key: b's value -> a's value' per differing key; a section only one side has (a source,
-    say) is one line, 'section: (absent) -> present' or the reverse."""
+    """'key: b's value -> a's value' per differing key; a data source only one side has is one
+    line, 'data.train.NAME: (absent) -> present' or the reverse."""
     fa, fb = _flat(a), _flat(b)
     keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not k.startswith(BOOKKEEPING))
     out, said = [], set()
     for k in keys:
         section = _missing_section(k, fb if k not in fb else fa) if (k in fa) != (k in fb) else None
+        if section is not None and not section.startswith(("data.train.", "data.val.", "data.test.")):
+            section = None  # only a whole data source is one line; other keys are listed one by one
         if section is None:
             out.append(f"{k}: {fb.get(k, '(absent)')} -> {fa.get(k, '(absent)')}")
         elif section not in said:
