@@ -356,7 +356,7 @@ class MixedDataModule(L.LightningDataModule):
         batch = self.train_batch()
         if state["per_rank_batch"] != batch:
             raise ValueError(f"MixedDataModule: checkpoint was taken with {state['per_rank_batch']} samples per rank "
-                             f"and train loader batch, this run has {batch}; positions would not match")
+                             f"and batch, this run has {batch}; positions would not match")
         for key, sampler in self._samplers.items():
             sampler.load_state_dict(saved[key])
             left = len(sampler) - saved[key]["consumed"]
