@@ -44,7 +44,7 @@ def test_prepared_parts_are_disjoint_and_cover_the_source(tiny_config) -> None:
     train_spec = prepare_source("gta", cfg.data.train.gta, cfg, body_dir)
     sets = _choose_sets(cfg, ["gta_heldout"])
     held_spec = prepare_source("gta_heldout", sets["gta_heldout"], cfg, body_dir)
-    assert held_spec.name == "gta_heldout" and held_spec.index_dir.endswith("-heldout0.5")
+    assert held_spec.name == "gta_heldout" and held_spec.index_dir.endswith("splits/heldout0.5")
     train, held = SampleIndex.load(train_spec.index_dir), SampleIndex.load(held_spec.index_dir)
     assert len(train) + len(held) == len(whole) and len(train) and len(held)
     train_sequences, held_sequences = set(train["sequence_id"].tolist()), set(held["sequence_id"].tolist())

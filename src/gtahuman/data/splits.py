@@ -10,8 +10,8 @@ The split is by sequence, so that no frame of a held-out sequence (same person, 
 is seen in training; still images (``sequence_id`` -1) are split one by one, by image path. A
 sequence is held out when a hash of its key falls below the fraction: the split depends on the
 keys alone, not on row order, machine or numpy version, and a larger fraction holds out a
-superset. The subset is saved as its own index next to the source's (``<index>-train0.1``,
-``<index>-heldout0.1``) and gets its own crop cache.
+superset. The subset is saved as its own index inside the source's (``<index>/splits/train0.1``,
+``<index>/splits/heldout0.1``) and gets its own crop cache.
 """
 from __future__ import annotations
 
@@ -49,11 +49,12 @@ def heldout_mask(sequence_id: np.ndarray, image_path: np.ndarray, fraction: floa
 
 
 def split_index(index: SampleIndex, index_dir: Path, part: str, fraction: float) -> tuple[SampleIndex, Path]:
-    """The ``part`` ('train' or 'heldout') of ``index`` saved beside ``index_dir`` (once; reused
+    """The ``part`` ('train' or 'heldout') of ``index`` saved inside ``index_dir`` (once; reused
     while its manifest exists). The caller holds the source's preparation lock."""
     if part not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {part!r}")
-    directory = index_dir.with_name(f"{index_dir.name}-{part}{fraction:g}")
+    # inside the source's own index folder: a re-prepared source (a new folder) drops stale splits
+    directory = index_dir / "splits" / f"{part}{fraction:g}"
     if (directory / "manifest.json").is_file():
         return SampleIndex.load(directory), directory
     held = heldout_mask(np.asarray(index["sequence_id"]), np.asarray(index["image_path"]), fraction)
@@ -62,6 +63,6 @@ def split_index(index: SampleIndex, index_dir: Path, part: str, fraction: float)
         raise ValueError(f"{index_dir}: the {part} part of a {fraction:g} held-out split is empty "
                          f"({len(index)} rows, {len(np.unique(index['sequence_id']))} sequences); change heldout_fraction")
     subset = index.subset(rows)
-    subset.meta.update(split=part, heldout_fraction=fraction, split_of=str(index_dir.name))
+    subset.meta.update(split=part, heldout_fraction=fraction, split_of=index_dir.name)
     subset.save(directory)
     return SampleIndex.load(directory), directory
