@@ -47,6 +47,7 @@ TINY_OVERRIDES = (
     "trainer.devices=1",
     "trainer.log_every_n_steps=1",
     "trainer.progress_bar=false",
+    "trainer.threads=1",  # one thread, as the single_thread fixture: the same numbers whatever the load
 )
 
 

@@ -208,6 +208,8 @@ class TrainerConfig:
     progress_bar: bool = True
     # Also refresh last.ckpt every N optimizer steps (mid-epoch resume after a kill); null = epoch ends only
     checkpoint_every_n_steps: Optional[int] = None
+    # torch intra-op threads; null = OMP_NUM_THREADS if set, else the free cores (gtahuman.threads)
+    threads: Optional[int] = None
 
 
 @dataclass

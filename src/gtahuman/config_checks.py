@@ -250,6 +250,7 @@ def _check_data(c: _Checks) -> None:
     c.registered("data.sampler", "sampler")
     c.number("data.real_ratio", 0, 1, optional=True, what="the real share of each epoch; null: partition weights")
     c.number("data.epoch_length", 1, optional=True, what="samples per epoch; null: the sampler's default")
+    c.number("trainer.threads", 1, optional=True, what="torch intra-op threads; null: chosen from the free cores")
     c.number("data.train_probe", 0, what="samples per train source evaluated with the val sets; 0: off")
     c.number("data.batch_size", 1, what="the global batch")
     c.number("data.num_workers", 0, what="DataLoader worker processes")

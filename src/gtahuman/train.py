@@ -62,6 +62,7 @@ from gtahuman.results_table import format_results, ratios_to_constant  # noqa: F
 from gtahuman.rundir import RunDir, attach_log, create_run_dir, resume_record_callbacks
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.systems.results import gather_rows
+from gtahuman.threads import apply_thread_policy
 
 log = logging.getLogger("gtahuman")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
@@ -420,12 +421,13 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     if cfg.task != "image":
         raise ValueError(f"config key 'task' must be 'image' or 'video', got {cfg.task!r}")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    threads = apply_thread_policy(cfg.trainer.threads)  # before any work: a shared small machine
     body_dir = ensure_assets(cfg)
     dm = build_datamodule(cfg, body_dir)
     rank = int(rank_zero_only.rank)  # from the launcher's environment; only rank 0 writes the run directory
     run = open_run_dir(cfg, rank)
     logger = attach_log(run) if rank == 0 else log
-    logger.info("run %s: experiment %s", run.path, cfg.experiment)
+    logger.info("run %s: experiment %s, %d torch threads", run.path, cfg.experiment, threads)
     dropped = dropped_at_prepare([*dm.train_sources, *dm.val_sets.values(), *dm.test_sets.values()])
     log_dropped(dropped, logger)  # samples prepare left out (missing images, empty boxes): run.log names them
     prior = None
