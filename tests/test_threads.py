@@ -27,3 +27,12 @@ def test_apply_sets_torch() -> None:
         assert apply_thread_policy(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_cores_reads_the_machine() -> None:
+    import os
+
+    from gtahuman.threads import busy_cores
+
+    busy = busy_cores(window_s=0.05)
+    assert 0.0 <= busy <= (os.cpu_count() or 1) + 1e-9

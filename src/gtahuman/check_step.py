@@ -36,6 +36,7 @@ from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.index import NUM_KEYPOINTS
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.train import build_system, configured_world_size, datamodule_arguments, write_prior_poses
+from gtahuman.threads import apply_thread_policy
 
 
 @dataclass
@@ -234,6 +235,7 @@ def measure_step(cfg: DictConfig, body_dir: Path, report: Any, steps: int = 3) -
         if any(on for on, _ in refused.values()):
             return None
     steps = max(int(steps), 1)
+    apply_thread_policy(cfg.trainer.threads)  # time the steps with the threads the run would use
     quiet = logging.getLogger("lightning.pytorch"), logging.getLogger("lightning.fabric")
     levels = [q.level for q in quiet]
     with tempfile.TemporaryDirectory(prefix="gtahuman-check-") as tmp, warnings.catch_warnings():
