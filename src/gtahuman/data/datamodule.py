@@ -44,6 +44,8 @@ from gtahuman.data.shards import CropShards
 from gtahuman.data.transforms import AugmentConfig, TestTransform, TrainTransform
 
 Mode = Literal["blended", "finetune", "adaptation"]
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """One dataset: its saved index, where its pixels are, and its role in the mixture.
