@@ -28,7 +28,8 @@ from gtahuman.train import StopOnNonFiniteLoss, ensure_assets, system_arguments,
 SHORT = ("data.epoch_length=32", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=2")  # 4 steps/epoch
 
 
-RECORD = ("config.yaml", "git_commit.txt", "resumes.yaml")  # what a run directory says about its settings
+# what a run directory says about its settings
+RECORD = ("config.yaml", "git_commit.txt", "resumes.yaml", "logs/hparams.yaml")
 
 
 def record_bytes(run: Path) -> dict[str, bytes]:

@@ -41,10 +41,19 @@ class _AppendingWriter(ExperimentWriter):
     the log directory is not empty, which would erase a resumed run's first epochs)."""
 
     def _check_log_dir_exists(self) -> None:
+        # the first session's hparams.yaml stays: a later session's settings (a resume, or one that
+        # is refused) are in resumes.yaml, and the record must keep matching the checkpoints
+        self._keep_hparams = self._fs.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE))
         self._continuing = self._fs.isfile(self.metrics_file_path)
         if self._continuing:
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = next(csv.reader(file), [])
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        if self._keep_hparams:
+            self.hparams.update(params)
+            return
+        super().log_hparams(params)
 
     def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
         if self._continuing and step is not None:  # the resumed session's first row
