@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 
 from gtahuman.config import ConfigError, load_config
 from gtahuman.data.budget import Budget, count_budget, differences
-from gtahuman.data.mixing import MixPart, build_train_samplers, sampler_arguments
+from gtahuman.data.mixing import MixPart, build_train_samplers, loader_batch, sampler_arguments
+from gtahuman.rundir import flatten
 
 # Rows per annotation file, from docs/DATA.md ("Sample counts", with where each number comes from).
 NOMINAL_ROWS = {
@@ -132,30 +133,15 @@ def row_budget(cfg: Any, sizes: dict[str, int], notes: list[str]) -> Budget:
                              [(p.name, p.role, float(cfg.data.train[p.name].weight)) for p in parts])
     samplers = build_train_samplers(parts, cfg.data.mode, cfg.data.sampler, args, cfg.data.epoch_length, cfg.run.seed,
                                     adaptation_batch=cfg.data.adaptation_batch)
-    split = cfg.data.mode == "adaptation" and cfg.data.adaptation_batch == "split"
     t = cfg.trainer
-    return count_budget(samplers, cfg.data.batch_size // 2 if split else cfg.data.batch_size, True, int(t.max_epochs), int(t.max_steps),
+    return count_budget(samplers, loader_batch(cfg.data.batch_size, cfg.data.mode, cfg.data.adaptation_batch), True, int(t.max_epochs), int(t.max_steps),
                         int(t.accumulate_grad_batches), t.limit_train_batches)
-
-
-def _flat(cfg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):  # an empty mapping adds no key: {} and absent read the same
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            out[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
 
 
 def config_differences(a: Any, b: Any) -> list[str]:
     """'key: b's value -> a's value' per differing key; a data source only one side has is one
     line, 'data.train.NAME: (absent) -> present' or the reverse."""
-    fa, fb = _flat(a), _flat(b)
+    fa, fb = (flatten(OmegaConf.to_container(c, resolve=True)) for c in (a, b))
     keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not k.startswith(BOOKKEEPING))
     out, said = [], set()
     for k in keys:
@@ -204,8 +190,18 @@ def describe_row(label: str, cfg: Any, budget: Budget | None, why: str = "") -> 
     return lines
 
 
-def report(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) -> tuple[list[str], int]:
-    """The report's lines and the number of UNCONTROLLED comparisons."""
+@dataclass(frozen=True)
+class Comparison:
+    row: str
+    baseline: str
+    config: list[str]  # config_differences
+    budget: list[str] | None  # budget differences; None when a budget was not counted
+    uncontrolled: list[str]
+    declared: str | None  # the paper's reason, when its own protocol differs so
+
+
+def compare(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) -> tuple[list[str], list[Comparison]]:
+    """The rows' report lines (notes first) and the table's comparisons."""
     rows, pairs = rows_of(table, mini)
     configs, budgets, notes, lines = {}, {}, [], []
     for row in rows:
@@ -219,24 +215,36 @@ def report(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) 
             except ConfigError as err:  # a source whose size is not documented: said, the rest reported
                 why = str(err)
         budgets[row.label] = budget
-        lines += describe_row(row.label, cfg, budgets[row.label], why)
+        lines += describe_row(row.label, cfg, budget, why)
+    comparisons = []
+    for a, b in pairs:
+        counted = budgets[a] is not None and budgets[b] is not None
+        comparisons.append(Comparison(
+            a, b, config_differences(configs[a], configs[b]),
+            differences(budgets[a], budgets[b], tolerance=0.001) if counted else None,
+            uncontrolled(budgets[a], budgets[b]) if counted else [],
+            DECLARED.get(configs[a].experiment) or DECLARED.get(configs[b].experiment)))
+    return [*dict.fromkeys(notes), *lines], comparisons
+
+
+def report(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) -> tuple[list[str], int]:
+    """The report's lines and the number of UNCONTROLLED comparisons (not counting declared ones)."""
+    lines, comparisons = compare(table, mini, sizes, overrides)
     lines += ["", "# comparisons"]
     flagged = 0
-    for a, b in pairs:
-        lines.append(f"## {a}  vs  {b}")
-        lines += [f"  config  {d}" for d in config_differences(configs[a], configs[b])] or ["  config  (the same)"]
-        if budgets[a] is None or budgets[b] is None:
+    for c in comparisons:
+        lines.append(f"## {c.row}  vs  {c.baseline}")
+        lines += [f"  config  {d}" for d in c.config] or ["  config  (the same)"]
+        if c.budget is None:
             lines.append("  budget  not counted")
             continue
-        lines += [f"  budget  {d}" for d in differences(budgets[a], budgets[b], tolerance=0.001)] or ["  budget  (the same)"]
-        bad = uncontrolled(budgets[a], budgets[b])
-        declared = DECLARED.get(configs[a].experiment) or DECLARED.get(configs[b].experiment)
-        if bad and declared:
-            lines.append(f"  UNCONTROLLED, as declared ({declared}): {'; '.join(bad)}")
-        elif bad:
+        lines += [f"  budget  {d}" for d in c.budget] or ["  budget  (the same)"]
+        if c.uncontrolled and c.declared:
+            lines.append(f"  UNCONTROLLED, as declared ({c.declared}): {'; '.join(c.uncontrolled)}")
+        elif c.uncontrolled:
             flagged += 1
-            lines.append(f"  UNCONTROLLED: {'; '.join(bad)}")
-    return [*dict.fromkeys(notes), *lines], flagged
+            lines.append(f"  UNCONTROLLED: {'; '.join(c.uncontrolled)}")
+    return lines, flagged
 
 
 def main(argv: list[str] | None = None) -> int:

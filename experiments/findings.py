@@ -141,16 +141,14 @@ def budget_lines() -> list[str]:
     """One line per comparison of the set: how the two rows' budgets differ (steps, samples per
     step and per source), counted from their configs as `python -m experiments.design findings`
     does."""
-    from experiments.design import report
+    from experiments.design import compare
 
-    lines, _ = report("findings", mini=True, sizes={}, overrides=[])
-    out, pair = [], None
-    for line in lines[lines.index("# comparisons") + 1:]:
-        if line.startswith("## "):
-            pair = line[3:].replace("  vs  ", " vs ")
-            out.append(f"- {pair}, budget:")
-        elif line.startswith("  budget  ") or line.startswith("  UNCONTROLLED"):
-            out[-1] += (" " if out[-1].endswith(":") else "; ") + line.strip().removeprefix("budget  ")
+    _, comparisons = compare("findings", mini=True, sizes={}, overrides=[])
+    out = []
+    for c in comparisons:
+        said = (c.budget or ["(the same)"] if c.budget is not None else ["not counted"])
+        said += [f"UNCONTROLLED: {'; '.join(c.uncontrolled)}"] if c.uncontrolled else []
+        out.append(f"- {c.row} vs {c.baseline}, budget: {'; '.join(said)}")
     return out
 
 

@@ -124,12 +124,12 @@ def _claim(path: Path, explicit: bool) -> bool:
             f"run.resume=true, or choose another run.run_id (or leave it out for a new unique id)") from None
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are single values."""
     if isinstance(value, Mapping):
         flat: dict[str, Any] = {}
         for key, item in value.items():
-            flat.update(_flat(item, f"{prefix}{key}."))
+            flat.update(flatten(item, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: value}
 
@@ -140,8 +140,8 @@ NOT_COMPARED = ("run.resume",)  # always false in config.yaml, true in a resume
 
 def config_changes(saved: DictConfig, cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Keys whose value in ``cfg`` differs from the saved config: ``{key: {"was": .., "now": ..}}``."""
-    was = _flat(OmegaConf.to_container(saved, resolve=True, enum_to_str=True))
-    now = _flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    was = flatten(OmegaConf.to_container(saved, resolve=True, enum_to_str=True))
+    now = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     return {key: {"was": was.get(key, _ABSENT), "now": now.get(key, _ABSENT)}
             for key in sorted(set(was) | set(now))
             if key not in NOT_COMPARED and was.get(key, _ABSENT) != now.get(key, _ABSENT)}

@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from gtahuman.data.crop_cache import CropCache
 from gtahuman.data.datasets import ConcatIndexDataset, IndexDataset, split_key
 from gtahuman.data.index import SampleIndex
-from gtahuman.data.mixing import ADAPTATION_BATCHES, FACTOR_COLUMNS, MixPart, build_train_samplers, train_groups
+from gtahuman.data.mixing import (ADAPTATION_BATCHES, FACTOR_COLUMNS, MixPart, build_train_samplers, loader_batch,
+                                  train_groups)
 from gtahuman.data.sampler_plans import EpochSampler
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.data.shards import CropShards
@@ -197,13 +198,7 @@ class MixedDataModule(L.LightningDataModule):
         """Samples per rank in each train loader's batch: the per-rank batch, or in adaptation mode
         with ``adaptation_batch='split'`` half of it per domain (one step then sees as many samples,
         real and synthetic 1:1, as a blended step)."""
-        batch = self.per_rank_batch()
-        if self.mode != "adaptation" or self.adaptation_batch == "each":
-            return batch
-        if batch % 2:
-            raise ValueError(f"MixedDataModule: adaptation_batch='split' halves the per-rank batch ({batch}) between "
-                             "the real and the synthetic loader; use an even data.batch_size per rank")
-        return batch // 2
+        return loader_batch(self.per_rank_batch(), self.mode, self.adaptation_batch)
 
     # -- datasets -------------------------------------------------------------------------------
     def _dataset(self, spec: SourceSpec, offset: int, source_id: int, train: bool) -> IndexDataset:

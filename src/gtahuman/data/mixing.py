@@ -66,6 +66,17 @@ class ConcatenatedFactors(Mapping):
         return len(FACTOR_COLUMNS)
 
 
+def loader_batch(batch: int, mode: str, adaptation_batch: str) -> int:
+    """Samples per batch of each train loader, for a (per-rank) batch of ``batch``: half of it per
+    domain in adaptation mode with ``adaptation_batch='split'``, else all of it."""
+    if mode != "adaptation" or adaptation_batch == "each":
+        return batch
+    if batch % 2:
+        raise ValueError(f"MixedDataModule: adaptation_batch='split' halves the per-rank batch ({batch}) between "
+                         "the real and the synthetic loader; use an even data.batch_size per rank")
+    return batch // 2
+
+
 def sampler_arguments(sampler: str, sampler_args: Mapping[str, Any], real_ratio: float | None, mode: str,
                       sources: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
     """The configured sampler's arguments completed from the data config: ``real_ratio`` becomes
