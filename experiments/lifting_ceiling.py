@@ -23,7 +23,10 @@ Two modes:
   from its best checkpoint, on the train sources (test-time transform) and on the test set; the same
   lifter on those. It also prints how often the prediction swaps a left/right pair (the swapped
   assignment lies nearer the truth). I.i.d. noise is a kind model of a network's 2D errors; this
-  is the real one.
+  is the real one. Then a lifter trained on the *labelled* 2D is fed the run's predicted 2D (how
+  much a two-stage model would lose to the run's 2D errors), and the run's own 3D is scored per
+  joint group against the constant (which body parts the model reads, and which it leaves at the
+  average pose).
 
 Options: ``--noise 0,0.03,0.06,0.12`` (default), ``--steps 3000``, ``--run RUN``. Prints one line
 per lifter and noise level and, last, ``ratio: R`` (all sources, first noise level or the run's
@@ -218,13 +221,15 @@ def predicted_keypoints(run_dir: Path, test_name: str | None = None) -> dict[str
     body = system._body("neutral", torch.device("cpu"))
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, loader in zip(specs, dm.test_dataloader()):
-        pred, label, targets = [], [], []
+        pred, label, targets, own = [], [], [], []
         with torch.no_grad():
             for batch in loader:
                 keep = batch["has_smpl"].bool()
                 if not keep.any():
                     continue
                 output, _ = system.regressor(batch["img"][keep])
+                joints = body(output.betas, output.rotmat[:, 1:], output.rotmat[:, :1]).joints[:, :24]
+                own.append((joints - joints[:, :1]).numpy())
                 if getattr(output, "keypoints2d_direct", None) is None:
                     raise ValueError(f"{run_dir}: model.arch={cfg.model.arch} predicts no 2D keypoints of its own "
                                      "(--run needs a keypoint branch, model.arch=hmr_kp)")
@@ -235,12 +240,29 @@ def predicted_keypoints(run_dir: Path, test_name: str | None = None) -> dict[str
                                                     batch["smpl_betas"][keep].numpy()))
         if pred:
             out[name] = {"predicted": np.concatenate(pred), "labelled": np.concatenate(label),
-                         "targets": np.concatenate(targets)}
+                         "targets": np.concatenate(targets), "own_3d": np.concatenate(own)}
     return out
 
 
+JOINT_GROUPS = {"torso and head": (0, 1, 2, 3, 6, 9, 12, 13, 14, 15), "knees": (4, 5), "ankles and feet": (7, 8, 10, 11),
+                "shoulders and elbows": (16, 17, 18, 19), "wrists and hands": (20, 21, 22, 23)}
+
+
+def per_joint_group(predicted: np.ndarray, constant: np.ndarray, truth: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Per `JOINT_GROUPS` entry: mean joint error (mm) after a similarity Procrustes fit of the
+    whole skeleton, of ``predicted`` and of the ``constant`` skeleton (both (N, 24, 3))."""
+    from gtahuman.metrics import similarity_procrustes
+
+    truth_t = torch.as_tensor(truth)
+    errors = [(1000 * (similarity_procrustes(torch.as_tensor(p, dtype=torch.float32), truth_t) - truth_t).norm(dim=-1)).numpy()
+              for p in (predicted, np.broadcast_to(constant, truth.shape).copy())]
+    return {name: (float(errors[0][:, list(j)].mean()), float(errors[1][:, list(j)].mean())) for name, j in JOINT_GROUPS.items()}
+
+
 def run_ceiling(run_dir: Path, steps: int) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """The --run mode: the lifter on the run's own 2D (all keypoints it predicts), and swap rates."""
+    """The --run mode: the lifter on the run's own 2D (all keypoints it predicts), swap rates, a
+    lifter trained on the labelled 2D and fed the run's predicted 2D, and the run's own 3D per
+    joint group against the constant."""
     sets = predicted_keypoints(run_dir)
     test_name = list(sets)[-1]
     test, train = sets.pop(test_name), sets
@@ -251,6 +273,19 @@ def run_ceiling(run_dir: Path, steps: int) -> tuple[dict[str, Any], dict[str, di
     swaps = {name: left_right_swaps(part["predicted"], part["labelled"]) for name, part in every.items()}
     result = lift_and_score(list(train.values()), test, 0.0, steps)
     result["shrinkage"] = {name: shrinkage(part["predicted"], part["labelled"]) for name, part in every.items()}
+    # two stages: a lifter that learned from perfect 2D labels, fed the labels or the run's 2D
+    shared = shared_keypoints([part["labelled"] for part in every.values()])
+    targets = np.concatenate([part["targets"] for part in train.values()])
+    lifter = train_lifter(np.concatenate([extent_normalised(p["labelled"][:, shared, :2]) for p in train.values()]),
+                          targets, 0.0, steps)
+    constant = procrustes_mean(targets)
+    truth = torch.as_tensor(test["targets"])
+    with torch.no_grad():
+        two_stage = {kind: float(1000 * pa_mpjpe(lifter(torch.as_tensor(extent_normalised(test[kind][:, shared, :2])))
+                                                 .reshape(-1, 24, 3), truth).mean())
+                     for kind in ("labelled", "predicted")}
+    result["two_stage"] = two_stage
+    result["joint_groups"] = per_joint_group(test["own_3d"], constant, test["targets"])
     return result, swaps
 
 
@@ -279,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(f"{k} {b:.2f}/{r:.2f}" for k, (b, r) in fits.items()))
         print(f"lifted from the run's own 2D: PA-MPJPE {result['pa_mpjpe']:.1f} mm, constant {result['constant']:.1f} mm, "
               f"ratio {result['pa_mpjpe'] / result['constant']:.2f}")
+        lab, pred = result["two_stage"]["labelled"], result["two_stage"]["predicted"]
+        print(f"a lifter trained on the labelled 2D: from the test's labels {lab:.1f} mm ({lab / result['constant']:.2f}x), "
+              f"from the run's 2D {pred:.1f} mm ({pred / result['constant']:.2f}x)")
+        for name, (own, const) in result["joint_groups"].items():
+            print(f"the run's own 3D, {name}: {own:.1f} mm against the constant's {const:.1f} ({own / const:.2f}x)")
         print(f"ratio: {result['pa_mpjpe'] / result['constant']:.2f}")
         return 0
     results = ceiling(load_config(overrides), [float(v) for v in options["--noise"].split(",")], steps)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from experiments.lifting_ceiling import (ceiling, extent_normalised, left_right_swaps, main, procrustes_mean,
-                                        shared_keypoints, shrinkage)
+from experiments.lifting_ceiling import (ceiling, extent_normalised, left_right_swaps, main, per_joint_group,
+                                        procrustes_mean, shared_keypoints, shrinkage)
 from gtahuman.metrics import pa_mpjpe
 
 
@@ -79,3 +79,17 @@ def test_shrinkage_reads_a_halved_pose_as_slope_one_half() -> None:
     slope, r = shrinkage(predicted, labelled)["knee"]
     assert slope == pytest.approx(0.5, abs=0.02) and r == pytest.approx(1.0, abs=1e-6)
     assert shrinkage(labelled[..., :2], labelled)["wrist"] == pytest.approx((1.0, 1.0))
+
+def test_per_joint_group_scores_a_similar_copy_zero_and_blames_the_moved_joints() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(8, 24, 3)).astype(np.float32)
+    scaled_turned = 2.0 * truth @ np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], np.float32) + 0.3
+    groups = per_joint_group(scaled_turned, truth[0], truth)
+    assert all(own == pytest.approx(0.0, abs=1e-2) for own, _ in groups.values())  # a similarity is no error
+    assert groups["knees"][1] > 100  # the fixed skeleton truth[0] is wrong on the other seven
+    same = np.broadcast_to(truth[0], truth.shape).copy()
+    moved = same.copy()
+    moved[:, [7, 8, 10, 11]] += np.array([0.0, 0.0, 0.5], np.float32)  # ankles and feet pushed 0.5 m
+    groups = per_joint_group(moved, truth[0], same)
+    assert groups["ankles and feet"][0] > 3 * groups["torso and head"][0] > 0
+    assert all(const == pytest.approx(0.0, abs=1e-2) for _, const in groups.values())  # the constant is the truth
