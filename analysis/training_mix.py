@@ -10,12 +10,11 @@ share of an epoch divided by the source's size. The factors come from, in order:
    index's manifest records the dataset name, its kind and the source path it was prepared from,
    which must equal the run config's (so a cache holding several worlds is never mixed up).
 
-Shares follow the samplers: ``mixture`` splits an epoch real : synthetic by ``data.real_ratio``
-(when set and both roles are present) and by the partition weights inside each group (or across
-all sources without a ratio); ``amount`` draws ``real_ratio`` of the epoch uniformly from the real
-pool and the rest uniformly from the synthetic pool; ``adaptation`` pairs every real batch with a
-synthetic one (half each; synthetic sources by size). The factor samplers (``scarcity``,
-``balance``) reweight inside sources on purpose: their nominal per-source density is given.
+Shares are what the run's samplers drew: the samples seen per source in ``<run>/budget.json``
+(every run writes it), or, for a run from before budget.json, the same count redone from its
+config (`gtahuman.data.budget.config_budget`: the samplers the data module builds). The factor
+samplers (``scarcity``, ``balance``) also reweight inside a source; within a source every sample
+weighs the same here.
 """
 from __future__ import annotations
 
@@ -28,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis.rundirs import Run
+from gtahuman.data.budget import BUDGET_FILE, Budget, config_budget
 from gtahuman.data.index import MANIFEST, SampleIndex
+from gtahuman.data.mixing import MixPart
 
 log = logging.getLogger(__name__)
 
@@ -56,38 +57,27 @@ class TrainingMix:
         return np.concatenate(values), np.concatenate(weights)
 
 
-def source_shares(run: Run, sizes: Mapping[str, int]) -> dict[str, float]:
-    """Fraction of an epoch each train source supplies (see the module docstring)."""
-    cfg = run.config
-    roles = {name: str(src.role) for name, src in cfg.data.train.items()}
-    weights = {name: float(src.weight) for name, src in cfg.data.train.items()}
-    groups = {"real": [n for n, r in roles.items() if r != "synthetic"],
-              "synthetic": [n for n, r in roles.items() if r == "synthetic"]}
-    ratio = cfg.data.real_ratio
-    by_size = {"real": False, "synthetic": False}
-    if cfg.data.mode == "adaptation":
-        group_share, by_size["synthetic"] = {"real": 0.5, "synthetic": 0.5}, True
-    elif cfg.data.sampler == "amount":
-        if ratio is None:
-            raise KeyError(f"{run.path / 'config.yaml'}: data.sampler=amount needs data.real_ratio, got null")
-        group_share = {"real": float(ratio), "synthetic": 1.0 - float(ratio)}
-        by_size = {"real": True, "synthetic": True}
-    elif ratio is not None and groups["real"] and groups["synthetic"]:
-        group_share = {"real": float(ratio), "synthetic": 1.0 - float(ratio)}
-    else:  # one partition over every source
-        groups = {"all": list(roles)}
-        group_share, by_size = {"all": 1.0}, {"all": False}
-    shares = {}
-    for group, names in groups.items():
-        if not names:
-            continue
-        inner = {n: float(sizes[n]) if by_size[group] else weights[n] for n in names}
-        total = sum(inner.values())
-        if total <= 0:
-            raise ValueError(f"{run.path}: train sources {names} have no weight or no samples")
-        shares.update({n: group_share[group] * inner[n] / total for n in names})
-    norm = sum(shares.values())
-    return {n: s / norm for n, s in shares.items()}
+def source_shares(run: Run, sizes: Mapping[str, int],
+                  factors: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> dict[str, float]:
+    """Fraction of the run's training samples each train source supplied: the run's
+    ``budget.json`` (counted from its samplers before it trained) when it wrote one, else the same
+    count for its config over sources of ``sizes`` rows (`gtahuman.data.budget.config_budget`;
+    a factor sampler also needs each source's ``factors`` columns)."""
+    file = run.path / BUDGET_FILE
+    if file.is_file():
+        seen = Budget.load(file).samples_seen
+    else:
+        cfg = run.config
+        parts = [MixPart(name, int(sizes[name]), str(src.role), (factors or {}).get(name))
+                 for name, src in cfg.data.train.items()]
+        try:
+            seen = config_budget(cfg, parts).samples_seen
+        except ValueError as err:
+            raise ValueError(f"{run.path}: cannot count what the run's samplers drew ({err})") from err
+    total = sum(seen.values())
+    if total <= 0:
+        raise ValueError(f"{run.path}: the run's samplers draw no training sample ({file.name if file.is_file() else 'config'})")
+    return {name: count / total for name, count in seen.items()}
 
 
 def locate_index(run: Run, name: str) -> Path:
@@ -149,4 +139,4 @@ def training_mix(run: Run, factors: tuple[str, ...] | None = None) -> TrainingMi
             dirs.append(directory.name)
         origin = f"indices {', '.join(dirs)}"
     sizes = {name: len(next(iter(cols.values()), ())) for name, cols in per_source.items()}
-    return TrainingMix(per_source, source_shares(run, sizes), origin)
+    return TrainingMix(per_source, source_shares(run, sizes, per_source), origin)

@@ -26,8 +26,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gtahuman.config import ConfigError, load_config
-from gtahuman.data.budget import Budget, count_budget, differences
-from gtahuman.data.mixing import MixPart, build_train_samplers, loader_batch, sampler_arguments
+from gtahuman.data.budget import Budget, config_budget, differences
+from gtahuman.data.mixing import MixPart
 from gtahuman.rundir import flatten
 
 # Rows per annotation file, from docs/DATA.md ("Sample counts", with where each number comes from).
@@ -127,15 +127,7 @@ def _prepared(cfg: Any, name: str, src: Any) -> MixPart:
 
 
 def row_budget(cfg: Any, sizes: dict[str, int], notes: list[str]) -> Budget:
-    parts = source_rows(cfg, sizes, notes)
-    args = sampler_arguments(cfg.data.sampler, OmegaConf.to_container(cfg.data.sampler_args, resolve=True),
-                             cfg.data.real_ratio, cfg.data.mode,
-                             [(p.name, p.role, float(cfg.data.train[p.name].weight)) for p in parts])
-    samplers = build_train_samplers(parts, cfg.data.mode, cfg.data.sampler, args, cfg.data.epoch_length, cfg.run.seed,
-                                    adaptation_batch=cfg.data.adaptation_batch)
-    t = cfg.trainer
-    return count_budget(samplers, loader_batch(cfg.data.batch_size, cfg.data.mode, cfg.data.adaptation_batch), True, int(t.max_epochs), int(t.max_steps),
-                        int(t.accumulate_grad_batches), t.limit_train_batches)
+    return config_budget(cfg, source_rows(cfg, sizes, notes))
 
 
 def config_differences(a: Any, b: Any) -> list[str]:

@@ -137,6 +137,24 @@ def count_budget(samplers: Mapping[str, Any], batch_size: int | Mapping[str, int
                   samples_seen=seen, unique_samples=unique, pool=pool)
 
 
+def config_budget(cfg: Any, parts: Any) -> Budget:
+    """The budget a run of config ``cfg`` draws from ``parts`` (`gtahuman.data.mixing.MixPart` per
+    train source, in the config's order; sizes suffice unless the sampler reads a factor): the
+    same samplers the data module builds, on one process. The one rule that turns a config into
+    samples per source, for reports that have no data module (design, analyses of old runs)."""
+    from omegaconf import OmegaConf
+
+    from gtahuman.data.mixing import build_train_samplers, loader_batch, sampler_arguments
+
+    d, t = cfg.data, cfg.trainer
+    args = sampler_arguments(d.sampler, OmegaConf.to_container(d.sampler_args, resolve=True), d.real_ratio, d.mode,
+                             [(p.name, p.role, float(d.train[p.name].weight)) for p in parts])
+    samplers = build_train_samplers(parts, d.mode, d.sampler, args, d.epoch_length, cfg.run.seed,
+                                    adaptation_batch=d.adaptation_batch)
+    return count_budget(samplers, loader_batch(d.batch_size, d.mode, d.adaptation_batch), True, int(t.max_epochs),
+                        int(t.max_steps), int(t.accumulate_grad_batches), t.limit_train_batches)
+
+
 def datamodule_budget(dm: Any, trainer_cfg: Any) -> Budget:
     """`count_budget` for a `MixedDataModule` and the config's ``trainer`` section, on one process
     (global batch and plans; a run on several processes draws the same samples in total)."""

@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from gtahuman.config import ConfigError
 from gtahuman.data.datamodule import SourceSpec
 from gtahuman.data.index import SampleIndex
+from gtahuman.data.sampler_plans import mixture_target
 from gtahuman.models import HMRHead
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
@@ -125,20 +126,21 @@ def extract_all(frame_model: HMRSystem, fingerprint: str, specs: dict[str, Sourc
 
 
 def source_ratios(cfg: DictConfig) -> dict[str, float] | None:
-    """Window share per train source: ``real_ratio`` split by ``weight`` inside each role group;
-    None (VIBE's concatenation: by window count) when ``data.real_ratio`` is null."""
+    """Window share per train source: the mixture sampler's rule (``real_ratio`` split by
+    ``weight`` inside each role group, `gtahuman.data.sampler_plans.mixture_target`); None
+    (VIBE's concatenation: by window count) when ``data.real_ratio`` is null."""
     if cfg.data.real_ratio is None:
         return None
-    shares = {"real": float(cfg.data.real_ratio), "synthetic": 1.0 - float(cfg.data.real_ratio)}
-    ratios = {}
-    for role, share in shares.items():
-        names = [n for n, s in cfg.data.train.items() if s.role == role]
-        if share > 0 and not names:
+    names = list(cfg.data.train)
+    roles = [str(cfg.data.train[n].role) for n in names]
+    for role, share in (("real", float(cfg.data.real_ratio)), ("synthetic", 1.0 - float(cfg.data.real_ratio))):
+        if share > 0 and role not in roles:
             raise ConfigError(f"data.real_ratio={cfg.data.real_ratio} gives the {role} sources {share:.2f} of each "
                               f"epoch, but no train source has role '{role}'; set data.real_ratio=null")
-        total = sum(float(cfg.data.train[n].weight) for n in names)
-        ratios.update({n: share * float(cfg.data.train[n].weight) / total for n in names})
-    return ratios
+    target = mixture_target(np.array([float(cfg.data.train[n].weight) for n in names]),
+                            np.array([r == "synthetic" for r in roles]), float(cfg.data.real_ratio))
+    return {n: float(target.group_shares[g] * target.within_share[i]) if g >= 0 else 0.0
+            for i, (n, g) in enumerate(zip(names, target.source_group))}
 
 
 def subsample_setting(cfg: DictConfig, body_dir: Path) -> dict[str, int]:
