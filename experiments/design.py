@@ -52,8 +52,10 @@ def _paper_rows(table: str, mini: bool) -> tuple[list[Row], list[tuple[str, str]
     suffix = "_mini" if mini else ""
     pairs = {
         "table2": [("hmr_bt", "hmr"), ("hmr_plus_bt", "hmr_plus"), ("hmr_ft", "hmr"), ("hmr_plus_ft", "hmr_plus"),
-                   ("spin_ft", "spin"), ("pare_ft", "pare")],
-        "table6": [(r, "hmr_bt") for r in ("hmr_real", "hmr_gta", "dann", "jan", "rsd", "cyclegan")],
+                   ("spin_ft", "spin"), ("pare_ft", "pare")] + ([] if mini else [("hmr_bt", "hmr_matched"),
+                                                                                 ("hmr_plus_bt", "hmr_plus_matched")]),
+        "table6": [(r, "hmr_bt") for r in ("hmr_real", "hmr_gta", "dann", "jan", "rsd", "cyclegan")]
+        + ([] if mini else [("hmr_real_matched", "hmr_bt")]),
         "table7": [(f"real{r}", "real050") for r in ("000", "025", "075", "100")],
     }[table]
     names = list(dict.fromkeys(n for pair in pairs for n in pair))

@@ -34,8 +34,9 @@ def test_table6_da_rows_match_their_bt_baseline_by_default(table6) -> None:
 def test_the_uncontrolled_protocol_is_flagged() -> None:
     sizes = {k: int(v) for k, v in (item.split("=") for item in SMALL.split(","))}
     lines, flagged = report("table6", mini=False, sizes=sizes, overrides=["data.adaptation_batch=each"])
-    # DANN, JAN, RSD: the whole batch per domain, the real side's epoch (CycleGAN runs blended)
-    assert flagged == 3
+    # DANN, JAN, RSD: the whole batch per domain, the real side's epoch (CycleGAN runs blended); and the
+    # matched real-only row, whose fixed epoch (BT's at the documented GTA-Human size) is not BT's here
+    assert flagged == 4
     assert any(line.startswith("  UNCONTROLLED: optimiser steps") and "samples per step 4096 vs 2048" in line
                for line in lines)
     assert not any("ASSUMED" in line for line in lines)  # the size was given
@@ -59,7 +60,8 @@ def test_command_exit_codes(capsys) -> None:
     assert "unknown table 'nosuchtable'" in capsys.readouterr().err
     assert main(["table6", "--sizes", SMALL]) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith("0 uncontrolled comparison(s)") and "ASSUMED" not in out
+    assert out.strip().endswith("1 uncontrolled comparison(s)") and "ASSUMED" not in out
+    assert out.count("UNCONTROLLED:") == 1 and "## table6_hmr_real_matched  vs  table6_hmr_bt" in out
     with pytest.raises(Exception):
         main(["table6", "--sizes", "gta=notanumber"])
 
@@ -73,3 +75,17 @@ def test_table2_reports_undocumented_sizes_per_row_and_declares_the_papers_proto
     # the GTA-Human source is one line, not one per key
     assert "  config  data.train.gta: (absent) -> present" in bt and "data.train.gta.path" not in bt
     assert "UNCONTROLLED, as declared (the paper's protocol: BT's epochs hold GTA-Human" in bt
+
+
+def test_the_matched_real_only_rows_share_bts_steps_and_a_different_gta_size_is_flagged() -> None:
+    lines, flagged = report("table6", mini=False, sizes={}, overrides=[])
+    text = "\n".join(lines)
+    matched = text[text.index("## table6_hmr_real_matched  vs  table6_hmr_bt"):]
+    matched = matched[:matched.index("\n## ") if "\n## " in matched else len(matched)]
+    assert "config  data.train.gta: present -> (absent)" in matched
+    assert "steps" not in matched and "UNCONTROLLED" not in matched  # the data differ, the steps do not
+    # a GTA-Human file of another size: BT's epoch changes, the matched row's fixed epoch does not
+    lines, flagged = report("table6", mini=False, sizes={"gta": 600_000}, overrides=[])
+    text = "\n".join(lines)
+    matched = text[text.index("## table6_hmr_real_matched  vs  table6_hmr_bt"):]
+    assert flagged == 1 and "UNCONTROLLED: optimiser steps 27,800 vs 14,600" in matched
