@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from gtahuman.config import ConfigError, load_config
 from gtahuman.data.budget import Budget, config_budget, differences
 from gtahuman.data.mixing import MixPart
+from gtahuman.data.sampler_plans import SamplerConfigError
 from gtahuman.rundir import flatten
 
 # Rows per annotation file, from docs/DATA.md ("Sample counts", with where each number comes from).
@@ -208,6 +209,8 @@ def compare(table: str, mini: bool, sizes: dict[str, int], overrides: list[str])
                 budget = row_budget(cfg, sizes, notes)
             except ConfigError as err:  # a source whose size is not documented: said, the rest reported
                 why = str(err)
+            except SamplerConfigError as err:  # a cell the sampler refuses (Table 7's N/A): said, not counted
+                why = f"refused by the sampler: {err}"
         budgets[row.label] = budget
         lines += describe_row(row.label, cfg, budget, why)
     comparisons = []

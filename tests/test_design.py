@@ -89,3 +89,11 @@ def test_the_matched_real_only_rows_share_bts_steps_and_a_different_gta_size_is_
     text = "\n".join(lines)
     matched = text[text.index("## table6_hmr_real_matched  vs  table6_hmr_bt"):]
     assert flagged == 1 and "UNCONTROLLED: optimiser steps 27,800 vs 14,600" in matched
+
+
+def test_table7_cells_the_paper_marks_na_are_refused_and_said() -> None:
+    lines, _ = report("table7", mini=False, sizes={}, overrides=["data.sampler_args.total=400000"])
+    text = "\n".join(lines)
+    refused = text[text.index("## table7_real100\n"):].splitlines()[1]
+    assert refused.startswith("  not counted: refused by the sampler:") and "an N/A cell" in refused
+    assert "## table7_real075\n  steps" in text  # 300K real of 400K: at the cap, counted

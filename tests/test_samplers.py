@@ -196,6 +196,46 @@ def test_amount_refuses_more_real_than_exists():
     assert real_visits.sum() == 1500 and set(real_visits.tolist()) == {1, 2}  # one full pass + 500
 
 
+def test_amount_real_partition_splits_the_real_part_by_weight_and_names_a_short_source():
+    sources = make_sources([600, 400, 5000])  # two real sources, one synthetic
+    pooled = SAMPLERS.build("amount", sources=sources, real_ratio=0.5, total=800, synthetic_sources=[2])
+    plan = pooled.global_plan()
+    assert np.bincount(sources[plan], minlength=3)[:2].sum() == 400  # pooled: about 240 / 160, by size
+    split = SAMPLERS.build("amount", sources=sources, real_ratio=0.5, total=800, synthetic_sources=[2],
+                           real_partition=[0.25, 0.75], source_names=["h36m", "coco", "gta"])
+    for epoch in (0, 1):
+        split.set_epoch(epoch)
+        plan = split.global_plan()
+        assert np.bincount(sources[plan], minlength=3).tolist() == [100, 300, 400]  # 400 real at 1:3
+        assert np.unique(plan).size == plan.size
+    assert describe(split)["real_partition"] == {"h36m": 100, "coco": 300}
+    assert describe(pooled)["real_partition"] == "pooled"
+    with pytest.raises(SamplerConfigError, match="at most 400 samples of real source 'coco'"):
+        SAMPLERS.build("amount", sources=sources, real_ratio=0.5, total=1200, synthetic_sources=[2],
+                       real_partition=[0.1, 0.9], source_names=["h36m", "coco", "gta"])  # coco: 540 of 400
+    with pytest.raises(SamplerConfigError, match="one per real source"):
+        SAMPLERS.build("amount", sources=sources, real_ratio=0.5, total=800, synthetic_sources=[2], real_partition=[1.0])
+
+
+def test_amount_max_real_refuses_the_cells_the_paper_marks_na():
+    sources = make_sources([600, 400, 5000])  # a real pool of 1000, capped at 300 (as the paper counts 300K)
+    kept = SAMPLERS.build("amount", sources=sources, real_ratio=0.75, total=400, synthetic_sources=[2], max_real=300)
+    assert describe(kept)["real_count"] == 300  # exactly at the cap: the paper's 75 % at 400K runs
+    with pytest.raises(SamplerConfigError, match=r"max_real.*asks for 375: an N/A cell"):
+        SAMPLERS.build("amount", sources=sources, real_ratio=0.75, total=500, synthetic_sources=[2], max_real=300)
+
+
+def test_sampler_arguments_turn_real_partition_weights_into_the_real_sources_weights():
+    from gtahuman.data.mixing import sampler_arguments
+
+    sources = [("h36m", "real", 0.35), ("gta", "synthetic", 1.0), ("coco", "real", 0.2)]
+    args = sampler_arguments("amount", {"total": 10, "real_partition": "weights"}, 0.5, "blended", sources)
+    assert args["real_partition"] == [0.35, 0.2] and args["synthetic_sources"] == [1]
+    assert "real_partition" not in sampler_arguments("amount", {"real_partition": "pooled"}, 0.5, "blended", sources)
+    with pytest.raises(ValueError, match="real_partition"):
+        sampler_arguments("amount", {"real_partition": "by_size"}, 0.5, "blended", sources)
+
+
 # --- scarcity ---------------------------------------------------------------------------------
 
 

@@ -82,7 +82,9 @@ def sampler_arguments(sampler: str, sampler_args: Mapping[str, Any], real_ratio:
     """The configured sampler's arguments completed from the data config: ``real_ratio`` becomes
     the synthetic share's complement over the sources with role 'synthetic' (not in adaptation
     mode, where the domains meet 1:1 batch by batch), and the ``mixture`` sampler's partition is
-    the sources' ``weight`` (inside each role group with a real_ratio, else across all).
+    the sources' ``weight`` (inside each role group with a real_ratio, else across all); the
+    ``amount`` sampler's ``real_partition: weights`` becomes the real sources' weights (HMR+'s
+    real mix), ``pooled`` none (uniform over the pooled real rows).
     ``sources``: (name, role, weight) per train source, in order."""
     args = dict(sampler_args)
     # Adaptation: the configured sampler draws the source (real) batches only; the target
@@ -92,6 +94,12 @@ def sampler_arguments(sampler: str, sampler_args: Mapping[str, Any], real_ratio:
         args.update(real_ratio=real_ratio, synthetic_sources=[i for i, s in enumerate(sources) if s[1] == "synthetic"])
     if sampler == "mixture" and "partition" not in args:
         args["partition"] = [float(weight) for _, _, weight in drawn]
+    if sampler == "amount" and isinstance(args.get("real_partition"), str):
+        choice = args.pop("real_partition")
+        if choice not in ("weights", "pooled"):
+            raise ValueError(f"data.sampler_args.real_partition: 'weights', 'pooled' or a list of weights, got {choice!r}")
+        if choice == "weights":
+            args["real_partition"] = [float(weight) for _, role, weight in sources if role != "synthetic"]
     return args
 
 

@@ -202,6 +202,14 @@ class AmountSampler(EpochSampler):
     alone, visited every epoch. So amounts are nested (at one seed, the samples of 0.25x GTA are
     among those of 0.5x), and a larger amount means more distinct synthetic samples, not a larger
     share of the same pool (redrawn each epoch, every amount eventually sees the whole pool).
+
+    ``real_partition`` (one weight per real source, in source order; None = pooled) splits the
+    real part between the real sources by weight, as the mixture sampler's partition splits a
+    blended epoch (HMR+'s real mix), instead of uniformly over the pooled real rows (where each
+    source's share is its size's). A source asked for more rows than it holds is an error naming
+    it (an N/A cell) unless ``allow_repeat``. ``max_real`` caps the real part whatever the pool
+    holds: a cell asking for more is refused as N/A (the paper's Table 7 counts its real data as
+    300K, fewer rows than the files it names hold).
     """
 
     def __init__(
@@ -212,6 +220,8 @@ class AmountSampler(EpochSampler):
         synthetic_sources: Sequence[SourceKey],
         total: int | None = None,
         total_multiple: float | None = None,
+        real_partition: Sequence[float] | None = None,
+        max_real: int | None = None,
         allow_repeat: bool = False,
         fixed_real_subset: bool = True,
         fixed_synthetic_subset: bool = False,
@@ -243,6 +253,12 @@ class AmountSampler(EpochSampler):
         self.real_count, self.synthetic_count = (
             int(n) for n in plans.allocate_exact_counts(np.array([real_ratio, 1.0 - real_ratio]), self.total)
         )
+        if max_real is not None and self.real_count > int(max_real):
+            raise SamplerConfigError(
+                "amount", "max_real",
+                f"at most {int(max_real)} real samples (max_real), but real_ratio={real_ratio} x total={self.total} "
+                f"asks for {self.real_count}: an N/A cell, a ratio the real data cannot sustain at this amount",
+                max_real)
         if self.real_count > self.real_pool.size and not allow_repeat:
             raise SamplerConfigError(
                 "amount",
@@ -266,11 +282,8 @@ class AmountSampler(EpochSampler):
                 f"the amount asks for {self.synthetic_count}; lower total_multiple or pass allow_repeat=True",
             )
         self.real_ratio = float(real_ratio)
-        self._fixed_real = (
-            plans.draw_from_pool(self.real_pool, self.real_count, self.fixed_rng())
-            if fixed_real_subset
-            else None
-        )
+        self.real_parts = self._real_parts(synthetic, real_partition, allow_repeat)
+        self._fixed_real = self._draw_real(self.fixed_rng()) if fixed_real_subset else None
         self._fixed_synthetic = None
         if fixed_synthetic_subset:
             # One permutation from its own stream, independent of the amount and of the real
@@ -278,13 +291,41 @@ class AmountSampler(EpochSampler):
             order = np.random.default_rng([self.seed, _NESTED_SYNTHETIC_STREAM]).permutation(self.synthetic_pool)
             self._fixed_synthetic = np.resize(order, self.synthetic_count)  # resize repeats (allow_repeat)
 
+    def _real_parts(self, synthetic: np.ndarray, partition: Sequence[float] | None,
+                    allow_repeat: bool) -> list[tuple[np.ndarray, int]]:
+        """(pool, count) per part of the real draw: the pooled real rows, or one per real source."""
+        if partition is None:
+            return [(self.real_pool, self.real_count)]
+        real_ids = np.flatnonzero(~synthetic)
+        weights = np.asarray(partition, dtype=np.float64)
+        if weights.shape != (real_ids.size,) or (weights < 0).any() or weights.sum() <= 0:
+            raise SamplerConfigError("amount", "real_partition",
+                                     f"{real_ids.size} non-negative weights, one per real source, not all 0",
+                                     list(partition))
+        parts = []
+        for source, count in zip(real_ids, plans.allocate_exact_counts(weights, self.real_count)):
+            pool = np.flatnonzero(self.sources == source)
+            if count > pool.size and not allow_repeat:
+                raise SamplerConfigError(
+                    "amount", "real_partition",
+                    f"at most {pool.size} samples of real source {self.source_label(int(source))!r} (it holds no "
+                    f"more), but its weight's part of the {self.real_count} real samples is {int(count)}; lower "
+                    "total or real_ratio, or pass allow_repeat=True (the paper reports this cell as N/A)",
+                    list(partition))
+            parts.append((pool, int(count)))
+        return parts
+
+    def _draw_real(self, rng: np.random.Generator) -> np.ndarray:
+        drawn = [plans.draw_from_pool(pool, count, rng) for pool, count in self.real_parts if count > 0]
+        return np.concatenate(drawn) if drawn else np.empty(0, dtype=np.int64)
+
     def global_length(self) -> int:
         return self.total
 
     def _build_plan(self, rng: np.random.Generator) -> np.ndarray:
         real = self._fixed_real
         if real is None:
-            real = plans.draw_from_pool(self.real_pool, self.real_count, rng)
+            real = self._draw_real(rng)
         synthetic = self._fixed_synthetic
         if synthetic is None:
             synthetic = plans.draw_from_pool(self.synthetic_pool, self.synthetic_count, rng)
@@ -296,6 +337,8 @@ class AmountSampler(EpochSampler):
             "real_count": self.real_count,
             "synthetic_count": self.synthetic_count,
             "real_pool": int(self.real_pool.size),
+            "real_partition": "pooled" if len(self.real_parts) == 1 and self.real_parts[0][0] is self.real_pool
+            else {self.source_label(int(self.sources[pool[0]])): count for pool, count in self.real_parts if pool.size},
             "synthetic_pool": int(self.synthetic_pool.size),
             "fixed_real_subset": self._fixed_real is not None,
             "fixed_synthetic_subset": self._fixed_synthetic is not None,
