@@ -307,6 +307,8 @@ def describe_run(run: Run) -> RunDescriptor:
     amount = cfg.data.sampler == "amount"
     total = args.get("total") if amount else None
     multiple = args.get("total_multiple") if amount else None
+    if amount and args.get("synthetic_multiple") is not None:  # Fig. 8's k: all real rows + k x as much GTA
+        multiple = 1.0 + float(args.get("synthetic_multiple"))
     ratio = cfg.data.real_ratio
     world = str(cfg.data.get("miniworld_variant", "standard")) if cfg.data.get("miniworld") else "-"
     return RunDescriptor(

@@ -86,13 +86,28 @@ def _findings_rows() -> tuple[list[Row], list[tuple[str, str]]]:
     return rows, pairs
 
 
+FIG8_MULTIPLES = (0.0, 0.5, 1.0, 2.0)  # k x GTA-Human on top of all the real data (2.4 at most with 4x)
+
+
+def _fig8_rows(mini: bool) -> tuple[list[Row], list[tuple[str, str]]]:
+    """Fig. 8's amounts (fig8_gta with k = FIG8_MULTIPLES), each compared with k = 0."""
+    if mini:
+        raise ConfigError("fig8 on the mini world is the findings set's nested amounts: python -m experiments.design findings")
+    rows = [Row(f"fig8_gta {k:g}x", "fig8_gta", (f"data.real_ratio={1 / (1 + k):.6g}",
+                                                 f"data.sampler_args.synthetic_multiple={k:g}"))
+            for k in FIG8_MULTIPLES]
+    return rows, [(r.label, rows[0].label) for r in rows[1:]]
+
+
 def rows_of(table: str, mini: bool) -> tuple[list[Row], list[tuple[str, str]]]:
     """The table's rows and its comparisons (row label, compared-with label)."""
     if table == "findings":
         return _findings_rows()
+    if table == "fig8":
+        return _fig8_rows(mini)
     if table in ("table2", "table6", "table7"):
         return _paper_rows(table, mini)
-    raise ConfigError(f"unknown table '{table}'; valid: findings, table2, table6, table7")
+    raise ConfigError(f"unknown table '{table}'; valid: fig8, findings, table2, table6, table7")
 
 
 def source_rows(cfg: Any, sizes: dict[str, int], notes: list[str]) -> list[MixPart]:

@@ -142,3 +142,13 @@ def test_other_rows_are_recognised_from_their_configs(tmp_path) -> None:
 def test_a_missing_test_set_is_reported_not_mixed_in(found) -> None:
     entries, notes = collect(found, set_name="pw3d_test")
     assert entries == [] and "no test set 'pw3d_test'" in notes[0]
+
+
+def test_a_fig8_run_sized_by_synthetic_multiple_sits_at_its_k(tmp_path) -> None:
+    run = load_run(make_run(tmp_path, "table7_real050_mini", run_id="k0.5", pa_mpjpe=60.0,
+                            overrides=["data.real_ratio=0.666667", "data.sampler_args.total_multiple=null",
+                                       "data.sampler_args.synthetic_multiple=0.5"]))
+    what = describe_run(run)
+    assert what.amount_multiple == pytest.approx(1.5) and what.gta_multiple == pytest.approx(0.5, abs=1e-5)
+    entries, _ = collect([run])
+    assert list(fig8_points(entries).values())[0].keys() == {0.5}  # the whole real pool: on Fig. 8's line

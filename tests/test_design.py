@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.design import config_differences, main, report
-from gtahuman.config import load_config
+from experiments.design import compare, config_differences, main, report
+from gtahuman.config import ConfigError, load_config
 
 
 SMALL = "h36m=3000,mpi_inf_3dhp=900,lsp=100,lspet=90,mpii=140,coco=280,gta=12000"  # for the command test
@@ -97,3 +97,15 @@ def test_table7_cells_the_paper_marks_na_are_refused_and_said() -> None:
     refused = text[text.index("## table7_real100\n"):].splitlines()[1]
     assert refused.startswith("  not counted: refused by the sampler:") and "an N/A cell" in refused
     assert "## table7_real075\n  steps" in text  # 300K real of 400K: at the cap, counted
+
+
+def test_fig8_amounts_share_steps_and_are_nested() -> None:
+    lines, comparisons = compare("fig8", mini=False, sizes={}, overrides=[])
+    text = "\n".join(lines)
+    assert text.count("  steps 27,800 (") == 4  # k = 0, 0.5, 1, 2: BT's steps each
+    unique = [int(line.split("unique")[1].split("of")[0].replace(",", "")) for line in lines
+              if line.strip().startswith("gta ")]
+    assert unique == [0, 231_138, 462_277, 924_554]  # round(k x 462,277 real rows) distinct GTA-Human samples
+    assert all(not c.uncontrolled for c in comparisons) and len(comparisons) == 3
+    with pytest.raises(ConfigError, match="findings"):
+        compare("fig8", mini=True, sizes={}, overrides=[])

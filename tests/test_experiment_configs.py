@@ -32,8 +32,9 @@ NAMES = experiment_names()
 # Mini-world studies outside the paper's tables (no real-data version), like the quickstart.
 MINI_STUDIES = {"pare_vs_hmr_real_mini", "pare_vs_hmr_bt_mini", "findings_dann_mini", "findings_unthinned_mini",
                 "findings_thinned_mini"}
-# Controlled real-data variants of paper rows (issue 19): not paper rows, no mini version.
-REAL_VARIANTS = {"table2_hmr_matched", "table2_hmr_plus_matched", "table6_hmr_real_matched"}
+# Controlled real-data variants of paper rows (issue 19) and Fig. 8 (whose mini version is the
+# findings set's nested amounts): not table rows, no _mini config.
+REAL_VARIANTS = {"table2_hmr_matched", "table2_hmr_plus_matched", "table6_hmr_real_matched", "fig8_gta"}
 REAL_ROWS = [n for n in NAMES if not n.endswith("_mini") and n != "quickstart"]
 pytestmark = pytest.mark.usefixtures("single_thread")
 _BUILT: dict[str, HMRSystem] = {}  # systems differing only in numbers are built once
@@ -138,8 +139,10 @@ def test_config_builds_system_datamodule_and_sampler(name: str, toy_body: Path) 
         assert counts["gta"] == on_gta.sum() - dropped.sum() and sum(counts.values()) == sources.size - dropped.sum()
     else:
         assert share == 1.0 and "gta" not in train_names
-    if cfg.data.sampler == "amount" and real:  # Table 7: the first column, 100K samples
+    if cfg.data.sampler == "amount" and real and name.startswith("table7_"):  # the first column, 100K samples
         assert sum(counts.values()) == 100_000
+    if name == "fig8_gta":  # every real row once, as much GTA-Human (k = 1)
+        assert counts["gta"] == sum(c for n, c in counts.items() if n != "gta") == (sources != drawn.index("gta")).sum()
 
 
 @pytest.mark.parametrize("name", REAL_ROWS)

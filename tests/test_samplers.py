@@ -225,6 +225,19 @@ def test_amount_max_real_refuses_the_cells_the_paper_marks_na():
         SAMPLERS.build("amount", sources=sources, real_ratio=0.75, total=500, synthetic_sources=[2], max_real=300)
 
 
+def test_amount_synthetic_multiple_is_all_real_data_plus_k_times_as_much_synthetic():
+    sources = make_sources([600, 400, 5000])  # a real pool of 1000
+    for k, ratio in ((0.5, 2 / 3), (2.0, 1 / 3)):
+        sampler = SAMPLERS.build("amount", sources=sources, real_ratio=round(ratio, 4), synthetic_multiple=k,
+                                 synthetic_sources=[2], fixed_synthetic_subset=True)
+        plan = sampler.global_plan()
+        assert np.bincount(sources[plan] == 2, minlength=2).tolist() == [1000, round(1000 * k)]  # every real row once
+    with pytest.raises(SamplerConfigError, match=r"real_ratio = 1 / \(1 \+ k\) = 0.3333"):
+        SAMPLERS.build("amount", sources=sources, real_ratio=0.5, synthetic_multiple=2.0, synthetic_sources=[2])
+    with pytest.raises(SamplerConfigError, match="exactly one of total, total_multiple and synthetic_multiple"):
+        SAMPLERS.build("amount", sources=sources, real_ratio=0.5, total=10, synthetic_multiple=1.0, synthetic_sources=[2])
+
+
 def test_sampler_arguments_turn_real_partition_weights_into_the_real_sources_weights():
     from gtahuman.data.mixing import sampler_arguments
 

@@ -210,6 +210,10 @@ class AmountSampler(EpochSampler):
     it (an N/A cell) unless ``allow_repeat``. ``max_real`` caps the real part whatever the pool
     holds: a cell asking for more is refused as N/A (the paper's Table 7 counts its real data as
     300K, fewer rows than the files it names hold).
+
+    ``synthetic_multiple`` k (instead of ``total`` / ``total_multiple``), Fig. 8's axis: every real
+    row once plus round(k x the real pool) synthetic samples; ``real_ratio`` must then be 1 / (1 + k)
+    (to 0.005: it is what reports read), the counts come from k.
     """
 
     def __init__(
@@ -220,6 +224,7 @@ class AmountSampler(EpochSampler):
         synthetic_sources: Sequence[SourceKey],
         total: int | None = None,
         total_multiple: float | None = None,
+        synthetic_multiple: float | None = None,
         real_partition: Sequence[float] | None = None,
         max_real: int | None = None,
         allow_repeat: bool = False,
@@ -240,19 +245,28 @@ class AmountSampler(EpochSampler):
         synthetic[self.resolve_sources(synthetic_sources, "synthetic_sources")] = True
         self.real_pool = np.flatnonzero(~synthetic[self.sources])
         self.synthetic_pool = np.flatnonzero(synthetic[self.sources])
-        if (total is None) == (total_multiple is None):
+        if sum(x is not None for x in (total, total_multiple, synthetic_multiple)) != 1:
             raise SamplerConfigError(
                 "amount",
                 "total",
-                "exactly one of total and total_multiple",
-                f"total={total}, total_multiple={total_multiple}",
+                "exactly one of total, total_multiple and synthetic_multiple",
+                f"total={total}, total_multiple={total_multiple}, synthetic_multiple={synthetic_multiple}",
             )
-        self.total = int(total) if total is not None else round(total_multiple * self.real_pool.size)
-        if self.total < 0:
-            raise SamplerConfigError("amount", "total", "a non-negative amount", self.total)
-        self.real_count, self.synthetic_count = (
-            int(n) for n in plans.allocate_exact_counts(np.array([real_ratio, 1.0 - real_ratio]), self.total)
-        )
+        if synthetic_multiple is not None:
+            if synthetic_multiple < 0 or abs(real_ratio - 1.0 / (1.0 + synthetic_multiple)) > 0.005:
+                raise SamplerConfigError("amount", "synthetic_multiple",
+                                         f"k >= 0 with real_ratio = 1 / (1 + k) = {1.0 / (1.0 + max(synthetic_multiple, 0)):.4f}",
+                                         f"k={synthetic_multiple}, real_ratio={real_ratio}")
+            self.real_count = int(self.real_pool.size)
+            self.synthetic_count = round(synthetic_multiple * self.real_pool.size)
+            self.total = self.real_count + self.synthetic_count
+        else:
+            self.total = int(total) if total is not None else round(total_multiple * self.real_pool.size)
+            if self.total < 0:
+                raise SamplerConfigError("amount", "total", "a non-negative amount", self.total)
+            self.real_count, self.synthetic_count = (
+                int(n) for n in plans.allocate_exact_counts(np.array([real_ratio, 1.0 - real_ratio]), self.total)
+            )
         if max_real is not None and self.real_count > int(max_real):
             raise SamplerConfigError(
                 "amount", "max_real",
