@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from gtahuman.atomic import DiskFullError
 from gtahuman.config import ConfigError, experiment_names, load_config, require_complete, to_yaml
 from gtahuman.config_checks import validate_config
 
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:  # a value only training can judge (e.g. a video row's sources)
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except DiskFullError as err:  # a checkpoint or cache write ran out of space: say where, and how to go on
+        from gtahuman.run_callbacks import resume_command
+
+        command, _ = resume_command(cfg, args) if cfg.run.run_id else ("the same command", False)
+        print(f"error: {err.strerror}\nfree space there, then continue the run with:\n  {command}", file=sys.stderr)
+        return 1
     print()
     print(format_results(metrics))
     print(f"run directory: {metrics['run_dir']}  (wall time {metrics['wall_time_s']:.0f} s)")

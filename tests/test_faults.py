@@ -71,7 +71,8 @@ def disk_full_run(tiny_config, single_thread) -> dict:
 
 
 def test_disk_full_keeps_the_previous_checkpoint_and_the_run_resumes_from_it(disk_full_run) -> None:
-    assert disk_full_run["failure"].errno == errno.ENOSPC  # the run stops, saying why
+    assert disk_full_run["failure"].errno == errno.ENOSPC  # the run stops, saying why and where
+    assert "disk full at " in str(disk_full_run["failure"]) and "checkpoints" in disk_full_run["failure"].filename
     survivor = disk_full_run["survivor"]
     assert survivor["global_step"] == 2  # the last complete checkpoint, loadable
     assert survivor["MixedDataModule"]["samplers"]["train"]["consumed"] == 2 * 8
@@ -80,6 +81,20 @@ def test_disk_full_keeps_the_previous_checkpoint_and_the_run_resumes_from_it(dis
     run = disk_full_run["run"]
     assert (run / "config.yaml").read_bytes() == disk_full_run["first_config"]  # the resume kept it
     assert [e["differs_from_config_yaml"] for e in RunDir(run).read_resumes()] == [{}]  # same settings
+
+
+def test_the_command_names_the_full_disk_and_prints_how_to_continue(tiny_root, single_thread, capsys) -> None:
+    from conftest import TINY_OVERRIDES
+
+    args = [*TINY_OVERRIDES, f"run.cache_dir={tiny_root / 'cache'}", f"run.output_root={tiny_root / 'runs'}", *SHORT,
+            "run.run_id=disk-full-cli"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "save", disk_full_after(0))  # the first checkpoint already finds the disk full
+        assert run_main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: disk full at " in err and "last.ckpt" in err and "MB free there" in err
+    assert "Traceback" not in err
+    assert err.rstrip().endswith("run.run_id=disk-full-cli run.resume=true")  # the command that continues it
 
 
 def test_a_cut_checkpoint_is_named_at_resume(disk_full_run, tiny_config, tmp_path) -> None:

@@ -1,14 +1,46 @@
 """Atomic file writes: write to a temporary file beside the target, then ``os.replace``.
 
-A crash mid-write leaves the old file (or none), never a truncated one.
+A crash mid-write leaves the old file (or none), never a truncated one. A write that runs out of
+space raises `DiskFullError`, which names the file and the free space, whatever the writer
+raised (torch.save, for one, reports a full disk as "[enforce fail at inline_container.cc] unexpected
+pos" with the ENOSPC only in the exception's context).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """A write ran out of disk space (or quota); the message names the file and the free space."""
+
+
+def ran_out_of_space(err: BaseException) -> bool:
+    """Whether ``err`` or an exception it was raised from / during is ENOSPC or EDQUOT."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def disk_full_error(path: Path, err: BaseException) -> DiskFullError:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(errno.ENOSPC, f"disk full at {path} ({free}); the write was abandoned and the "
+                                       f"previous {path.name}, if any, is intact", str(path))
 
 
 def _default_mode() -> int:
@@ -33,9 +65,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if ran_out_of_space(err) and not isinstance(err, DiskFullError):
+            raise disk_full_error(path, err) from err
         raise
 
 
@@ -62,6 +96,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except BaseException as err:
+        if ran_out_of_space(err) and not isinstance(err, DiskFullError):
+            raise disk_full_error(path, err) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
