@@ -8,6 +8,7 @@ step, no val set). The tests read what they left: metrics, predictions, checkpoi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,40 @@ def test_video_run_writes_mpjpe_pa_mpjpe_and_acceleration_metrics(runs) -> None:
         assert np.isnan(values).sum() == (4 if metric.startswith("accel") else 0)
         assert float(np.nanmean(values)) == pytest.approx(metrics["test"]["wild_test"][metric], rel=1e-9)
     assert rows["pred_pose"].shape == (24, 72) and rows["frame_mpjpe"].shape == (24,)
+
+
+def test_sigterm_stops_a_video_run_at_a_step_and_its_resume_finishes_it(runs, tiny_config, monkeypatch) -> None:
+    import signal
+
+    import lightning as L
+
+    import gtahuman.video.train as video_train
+    from gtahuman.run_callbacks import RunInterrupted
+
+    class SignalAfterFirstStep(L.Callback):  # a scheduler's SIGTERM, arriving after step 1 (acted on at the next step end)
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    built = video_train.video_trainer
+
+    def with_a_signal(cfg, run):
+        trainer, best = built(cfg, run)
+        trainer.callbacks.append(SignalAfterFirstStep())
+        return trainer, best
+
+    args = (*VIDEO, "run.run_id=video-sigterm", f"video.frame_checkpoint={runs['first']['frame_checkpoint']}",
+            "trainer.max_epochs=2")
+    with monkeypatch.context() as patch:
+        patch.setattr(video_train, "video_trainer", with_a_signal)
+        with pytest.raises(RunInterrupted) as stop:
+            train(tiny_config(*args))
+    assert stop.value.code == 143 and stop.value.step == 2
+    run = Path(runs["first"]["run_dir"]).parent / "video-sigterm"
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+    assert not (run / "metrics.json").exists()
+    resumed = train(tiny_config(*args, "run.resume=true"))
+    assert resumed["global_step"] == 4  # 2 epochs of 2 steps: the resume took the last 2
 
 
 def test_resume_continues_the_global_step_and_reuses_frame_model_and_features(runs) -> None:

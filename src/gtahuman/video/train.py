@@ -39,6 +39,7 @@ from gtahuman.data.datamodule import SourceSpec
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.sampler_plans import mixture_target
 from gtahuman.models import HMRHead
+from gtahuman.run_callbacks import StopOnSignal, resume_command, signal_guard
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr import HMRSystem
@@ -210,7 +211,8 @@ def video_trainer(cfg: DictConfig, run: RunDir) -> tuple[L.Trainer, ModelCheckpo
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar, use_distributed_sampler=False, callbacks=[last],
+        enable_progress_bar=t.progress_bar, use_distributed_sampler=False,
+        callbacks=[last, StopOnSignal(run.last_checkpoint, *resume_command(cfg))],
         logger=ResumableCSVLogger(str(run.path), name="logs", version=""), default_root_dir=str(run.path),
         num_sanity_val_steps=0, limit_val_batches=0, **optional)
     return trainer, None
@@ -250,7 +252,7 @@ def train_video(cfg: DictConfig) -> dict[str, Any]:
             logger.info("resuming from %s", ckpt)
         else:
             logger.warning("run.resume=true but %s does not exist; training from the start", run.last_checkpoint)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), signal_guard(trainer):  # SIGINT / SIGTERM: last.ckpt, resume command, 130 / 143
         if ckpt:
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         trainer.fit(system, datamodule=dm, ckpt_path=ckpt)
@@ -263,7 +265,8 @@ def train_video(cfg: DictConfig) -> dict[str, Any]:
         "tested_checkpoint": Path(test_ckpt).name if test_ckpt else "in-memory (no training step)",
         "units": "mm; accel and accel_error in mm per frame^2, within person tracks"}
     if cfg.data.test:
-        trainer.test(system, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
+        with signal_guard(trainer):
+            trainer.test(system, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
         metrics.update(test=system.test_summaries, frame_model=system.frame_summaries["test"],
                        protocols={name: system.eval_protocol_for(name).name for name in cfg.data.test})
         write_predictions(run.path / "predictions", system.test_results, specs["test"])
