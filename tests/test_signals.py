@@ -77,19 +77,23 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_and_signal(args: list[str], run: Path, out_dir: Path, signum: int) -> dict:
-    """Start ``experiments.run args``; once its log shows SIGNAL_AFTER_STEP, send ``signum`` and
-    wait for it to end. Returns the exit status, its output and the last logged step at the signal."""
+def run_and_signal(args: list[str], run: Path, out_dir: Path, signum: int, group: bool = False) -> dict:
+    """Start ``experiments.run args``; once its log shows SIGNAL_AFTER_STEP, send ``signum`` (with
+    ``group``, to its whole process group, DataLoader workers included, as SLURM or ``kill -- -PGID``
+    do) and wait for it to end. Returns the exit status, its output and the last logged step at the signal."""
     stdout, stderr = out_dir / f"{run.name}.out", out_dir / f"{run.name}.err"
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=REPO_ROOT, env=child_env(),
-                                stdout=out, stderr=err, preexec_fn=default_sigint)
+                                stdout=out, stderr=err, preexec_fn=default_sigint, start_new_session=group)
     try:
         deadline, logged = time.monotonic() + TIMEOUT_S, -1
         while time.monotonic() < deadline and proc.poll() is None:
             logged = max(train_rows(run), default=-1)
             if logged >= SIGNAL_AFTER_STEP:
-                proc.send_signal(signum)
+                if group:
+                    os.killpg(proc.pid, signum)
+                else:
+                    proc.send_signal(signum)
                 break
             time.sleep(0.05)
         else:
@@ -177,6 +181,19 @@ def test_last_ckpt_holds_the_step_the_process_was_at(interrupted, signum) -> Non
     assert f"holds global step {step}" in case["stopped"]["stderr"]
     assert not case["temporary_at_stop"]  # written atomically, nothing left over
     assert "metrics.json" not in case["left_at_stop"]  # the run did not pretend to be finished
+
+
+def test_sigterm_to_the_process_group_spares_the_workers_and_saves_the_step(tiny_root, reference) -> None:
+    # SLURM signals every process of the job step: the DataLoader workers get the SIGTERM too. They
+    # leave it to the main process (gtahuman.data.workers), which saves the step and exits 143.
+    paths = (f"run.cache_dir={tiny_root / 'cache'}", f"run.output_root={tiny_root / 'runs'}")
+    run = reference["run"].parent / "signal_group"
+    cli = [*TINY_OVERRIDES, *paths, *RUN, "data.num_workers=1", f"run.run_id={run.name}"]
+    stopped = run_and_signal(cli, run, tiny_root, signal.SIGTERM, group=True)
+    assert stopped["code"] == 143, stopped["stderr"][-3000:]
+    step = checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH and f"holds global step {step}" in stopped["stderr"]
+    assert "killed by signal" not in stopped["stderr"] and "exited unexpectedly" not in stopped["stderr"]
 
 
 @SIGNALS

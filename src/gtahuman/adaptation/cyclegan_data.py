@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from gtahuman.data.crop_cache import CropCache
 from gtahuman.data.shards import CropShards
+from gtahuman.data.workers import leave_stop_signals_to_the_main_process
 
 log = logging.getLogger(__name__)
 CropSource = CropCache | CropShards | str | os.PathLike
@@ -145,7 +146,8 @@ class UnpairedCropDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(hp.seed)  # advances each epoch: a new order per epoch
         sampler = RandomSampler(self.dataset, num_samples=hp.epoch_length or len(self.dataset), generator=generator)
         return DataLoader(self.dataset, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
-                          drop_last=True, persistent_workers=False, pin_memory=torch.cuda.is_available())
+                          drop_last=True, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                          worker_init_fn=leave_stop_signals_to_the_main_process)
 
 
 def crop_dirs_from_config(cfg: Any) -> tuple[list[str], list[str]]:

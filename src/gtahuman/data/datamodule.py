@@ -43,6 +43,7 @@ from gtahuman.data.sampler_plans import EpochSampler
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.data.shards import CropShards
 from gtahuman.data.transforms import AugmentConfig, TestTransform, TrainTransform
+from gtahuman.data.workers import leave_stop_signals_to_the_main_process
 
 Mode = Literal["blended", "finetune", "adaptation"]
 
@@ -282,7 +283,8 @@ class MixedDataModule(L.LightningDataModule):
     def _loader(self, dataset: Any, sampler: Sampler, batch: int, drop_last: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch, sampler=sampler, shuffle=False, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+                          persistent_workers=self.persistent_workers and self.num_workers > 0,
+                          worker_init_fn=leave_stop_signals_to_the_main_process)
 
     def _check_trainer(self) -> None:
         connector = getattr(self.trainer, "_accelerator_connector", None)

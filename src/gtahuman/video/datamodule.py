@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from gtahuman.data.workers import leave_stop_signals_to_the_main_process
 from gtahuman.video.features import COLUMNS, FrameFeatures
 from gtahuman.video.windows import (
     WindowMixtureSampler,
@@ -148,7 +149,7 @@ class VideoDataModule(L.LightningDataModule):
         data = ConcatDataset(self.train_datasets())
         return DataLoader(data, batch_size=self.per_rank(self.batch_size), sampler=self.train_sampler(),
                           drop_last=True, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=False)
+                          persistent_workers=False, worker_init_fn=leave_stop_signals_to_the_main_process)
 
     def _eval_loaders(self, split: Literal["val", "test"]) -> list[DataLoader]:
         if split not in self._eval:
@@ -164,7 +165,7 @@ class VideoDataModule(L.LightningDataModule):
         for dataset in self._eval[split]:
             shard = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world)))
             loaders.append(DataLoader(shard, batch_size=batch, shuffle=False, num_workers=self.num_workers,
-                                      pin_memory=self.pin_memory))
+                                      pin_memory=self.pin_memory, worker_init_fn=leave_stop_signals_to_the_main_process))
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
