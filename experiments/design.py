@@ -137,7 +137,7 @@ def source_rows(cfg: Any, sizes: dict[str, int], notes: list[str]) -> list[MixPa
 
 def _prepared(cfg: Any, name: str, src: Any) -> MixPart:
     from gtahuman.data.index import SampleIndex
-    from gtahuman.train import ensure_assets, prepare_source
+    from gtahuman.run_data import ensure_assets, prepare_source
 
     spec = prepare_source(name, src, cfg, ensure_assets(cfg))
     index = SampleIndex.load(spec.index_dir)

@@ -80,7 +80,7 @@ def run_constant(run: RunDir, cfg: Any, body_dir: Path) -> Any:
     (its train sources and sampler, as training drew them); None when no drawn sample has SMPL."""
     from gtahuman.constant_baseline import constant_from_datamodule, load_run_constant
     from gtahuman.data.datamodule import MixedDataModule
-    from gtahuman.train import datamodule_arguments, prepare_source
+    from gtahuman.run_data import datamodule_arguments, prepare_source
 
     saved = load_run_constant(run.path)
     if saved is not None:
@@ -98,8 +98,8 @@ def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[str] = (), protoc
     from gtahuman.data.datamodule import MixedDataModule
     from gtahuman.evaluation import PROTOCOLS, get_protocol
     from gtahuman.systems.hmr import HMRSystem
-    from gtahuman.train import (datamodule_arguments, ensure_assets, evaluate_test_sets, prepare_source,
-                                write_predictions)
+    from gtahuman.run_data import datamodule_arguments, ensure_assets, prepare_source
+    from gtahuman.run_trainer import evaluate_test_sets, write_predictions
 
     checkpoint = Path(checkpoint)
     run = run_dir_of(checkpoint)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"argument error: {err}", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-    from gtahuman.train import format_results
+    from gtahuman.results_table import format_results
 
     try:
         metrics = evaluate_checkpoint(checkpoint, sets, protocol, overrides)

@@ -149,7 +149,7 @@ def score_all_and_each(train: dict[str, dict[str, np.ndarray]], test: dict[str, 
 
 def ceiling(cfg: Any, noises: list[float], steps: int) -> list[dict[str, Any]]:
     """The labels mode: shared keypoints, extent-normalised, at each noise level."""
-    import gtahuman.train as T
+    import gtahuman.run_data as T
     from gtahuman.body.smpl import BodyModel
     from gtahuman.data.index import SampleIndex
 
@@ -206,7 +206,7 @@ def predicted_keypoints(run_dir: Path, test_name: str | None = None) -> dict[str
     transform): predicted and labelled 2D keypoints (crop units) and the lifting targets."""
     from gtahuman.data.datamodule import MixedDataModule
     from gtahuman.systems.hmr import HMRSystem
-    from gtahuman.train import datamodule_arguments, ensure_assets, prepare_source
+    from gtahuman.run_data import datamodule_arguments, ensure_assets, prepare_source
 
     cfg = load_run_config(run_dir / "config.yaml")
     body_dir = ensure_assets(cfg)

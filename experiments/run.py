@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_check(cfg)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-    from gtahuman.train import format_results, train  # heavy imports only when running
+    from gtahuman.results_table import format_results
+    from gtahuman.train import train  # heavy imports only when running
 
     try:
         metrics = train(cfg)

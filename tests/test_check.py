@@ -22,7 +22,7 @@ from gtahuman.data.check import main as data_check_main
 from gtahuman.data.draw_samples import CONTEXT, KEYPOINT_RADIUS, TILE, draw_samples, keypoint_colours
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.prepare import prepare_dataset
-from gtahuman.train import ensure_assets
+from gtahuman.run_data import ensure_assets
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_plan_before_preparation_equals_the_plan_after(tmp_path, mini, single_th
 
 def test_synthetic_batch_has_the_layout_of_a_real_batch(mini):
     from gtahuman.data.datamodule import MixedDataModule
-    from gtahuman.train import datamodule_arguments
+    from gtahuman.run_data import datamodule_arguments
 
     cfg, report = mini
     specs = {"train": {s.name: s.spec for s in report.sources if s.split == "train"}}

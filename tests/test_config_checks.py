@@ -302,7 +302,7 @@ def test_lightning_snapshots_equal_lightning() -> None:
 
 
 def test_process_count_is_the_one_train_checks() -> None:
-    from gtahuman.train import configured_world_size
+    from gtahuman.train_image import configured_world_size
 
     for overrides in ([], ["trainer.devices=4"], ["trainer.devices='2'"], ["trainer.devices=[0,1]"],
                       ["trainer.devices=-1"], ["trainer.devices=2", "trainer.num_nodes=3"]):

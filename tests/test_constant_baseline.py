@@ -117,7 +117,7 @@ def test_constant_round_trips_through_its_files(tmp_path) -> None:
 
 def test_constant_of_the_datamodule_is_that_of_its_epoch0_draws(tiny_config, single_thread) -> None:
     from gtahuman.data.index import SampleIndex
-    from gtahuman.train import build_datamodule, ensure_assets
+    from gtahuman.run_data import build_datamodule, ensure_assets
 
     cfg = tiny_config()
     dm = build_datamodule(cfg, ensure_assets(cfg))

@@ -363,7 +363,7 @@ def test_command_on_a_config_then_offline_sim2real_feeds_the_datamodule(tiny_con
     synthetic source then loads through MixedDataModule like any crop cache."""
     from gtahuman.adaptation.cyclegan import main
     from gtahuman.data.datamodule import MixedDataModule
-    from gtahuman.train import ensure_assets, prepare_source
+    from gtahuman.run_data import ensure_assets, prepare_source
 
     overrides = ["data.miniworld=tiny", "data.crop_res=96", f"run.cache_dir={tiny_config().run.cache_dir}"]
     checkpoint = main(["--config", *overrides, "--out", str(tmp_path / "cyclegan"), "--epochs", "1",

@@ -28,7 +28,8 @@ from conftest import TINY_OVERRIDES
 
 from experiments.evaluate import evaluate_checkpoint
 from gtahuman.config import REPO_ROOT
-from gtahuman.train import RUN_ID_ENV, build_datamodule, ensure_assets, open_run_dir
+from gtahuman.run_data import build_datamodule, ensure_assets
+from gtahuman.run_trainer import RUN_ID_ENV, open_run_dir
 
 DRIVER = textwrap.dedent('''
     """Test driver: train(cfg) with a callback that records what each rank trained on."""

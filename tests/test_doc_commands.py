@@ -156,7 +156,7 @@ class Session:
 @pytest.fixture(scope="module")
 def session(tiny_root, tiny_config, single_thread):
     ensure = tiny_config()
-    from gtahuman.train import ensure_assets
+    from gtahuman.run_data import ensure_assets
 
     ensure_assets(ensure)  # the tiny world the mini commands and .cache/gtahuman paths use
     return Session(tiny_root, tiny_config)

@@ -15,7 +15,8 @@ import numpy as np
 
 from gtahuman.data.dropped import CROP_REASON, dropped_at_prepare, log_dropped, source_drops
 from gtahuman.data.index import MANIFEST
-from gtahuman.train import ensure_assets, train
+from gtahuman.run_data import ensure_assets
+from gtahuman.train import train
 
 
 def test_an_image_deleted_before_prepare_is_named_in_run_log_and_counted_in_metrics(

@@ -26,7 +26,9 @@ from gtahuman.evaluation import PROTOCOLS
 from gtahuman.models import BACKBONES
 from gtahuman.models.keypoint_hmr import KEYPOINT_BACKBONES
 from gtahuman.systems.hmr import HMRSystem, effective_learning_rate
-from gtahuman.train import configured_world_size, datamodule_arguments, system_arguments, train
+from gtahuman.run_data import datamodule_arguments
+from gtahuman.train import train
+from gtahuman.train_image import configured_world_size, system_arguments
 
 NAMES = experiment_names()
 # Mini-world studies outside the paper's tables (no real-data version), like the quickstart.

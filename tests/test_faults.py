@@ -23,7 +23,10 @@ from experiments.run import main as run_main
 from gtahuman.body.assets import BodyAssetError
 from gtahuman.rundir import RunDir
 from gtahuman.systems.hmr import HMRSystem
-from gtahuman.train import StopOnNonFiniteLoss, ensure_assets, system_arguments, train
+from gtahuman.run_callbacks import StopOnNonFiniteLoss
+from gtahuman.run_data import ensure_assets
+from gtahuman.train import train
+from gtahuman.train_image import system_arguments
 
 SHORT = ("data.epoch_length=32", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=2")  # 4 steps/epoch
 

@@ -141,7 +141,7 @@ def test_sources_prepared_at_once_by_two_runs_are_built_once(tiny_config, tmp_pa
     used to collide in an index's staging folder; now the second waits and reuses the first's."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gtahuman.train import ensure_assets, prepare_source
+    from gtahuman.run_data import ensure_assets, prepare_source
 
     cfg = tiny_config(f"run.cache_dir={tmp_path / 'cache'}", "trainer.progress_bar=false")
     body_dir = ensure_assets(cfg)

@@ -124,7 +124,8 @@ def test_training_on_the_tiny_world_lowers_the_keypoint_error_and_checkpoints_re
     import numpy as np
 
     from gtahuman.data.datamodule import MixedDataModule
-    from gtahuman.train import ensure_assets, prepare_source, train
+    from gtahuman.run_data import ensure_assets, prepare_source
+    from gtahuman.train import train
 
     cfg = tiny_config("model.arch=hmr_kp", "model.backbone=plain8", "run.run_id=hmr_kp",
                       "model.loss_weights.keypoints2d_heatmap=5.0")

@@ -35,7 +35,8 @@ from conftest import TINY_OVERRIDES
 
 from gtahuman.config import REPO_ROOT
 from gtahuman.data.datamodule import MixedDataModule
-from gtahuman.train import build_datamodule, ensure_assets, train
+from gtahuman.run_data import build_datamodule, ensure_assets
+from gtahuman.train import train
 
 STEPS_PER_EPOCH = 16
 RUN = ("data.epoch_length=128", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=4")

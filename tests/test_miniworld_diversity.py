@@ -13,7 +13,7 @@ import pytest
 
 from gtahuman.data.miniworld.diversity import circular_span_deg, plan_diversity, summarise
 from gtahuman.data.miniworld.domains import GTA, INDOOR_ACTIONS, REAL_INDOOR, SIZES, gta_style
-from gtahuman.data.miniworld.motion import generate_sequence
+from gtahuman.data.miniworld.clips import generate_sequence
 from gtahuman.data.miniworld.plan import Job, plan_world
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from gtahuman.data.miniworld.clips import generate_sequence
 from gtahuman.data.miniworld.motion import (
     ACTIONS,
     JOINT,
@@ -14,7 +15,6 @@ from gtahuman.data.miniworld.motion import (
     clip_pose_to_limits,
     euler_to_pose,
     forward_kinematics,
-    generate_sequence,
     mean_pose,
     pose_to_euler,
     soft_clip_angles,

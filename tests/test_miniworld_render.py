@@ -250,7 +250,8 @@ def test_toy_body_walk_matches_smpl_kinematics_and_renders_where_projected(tmp_p
 
     from gtahuman.body.smpl import BodyModel
     from gtahuman.body.toy import write_toy_body_assets
-    from gtahuman.data.miniworld.motion import SMPL_PARENTS, forward_kinematics, generate_sequence
+    from gtahuman.data.miniworld.clips import generate_sequence
+    from gtahuman.data.miniworld.motion import SMPL_PARENTS, forward_kinematics
 
     model = BodyModel(write_toy_body_assets(tmp_path / "toy"), "neutral")
     zeros = torch.zeros(1, 69)

@@ -30,7 +30,8 @@ from gtahuman.models.pare_head import (
 )
 from gtahuman.systems import CheckpointImportError, CheckpointImportWarning, HMRSystem
 from gtahuman.systems.pare_import import import_pare_state_dict
-from gtahuman.train import ensure_assets, prepare_source, train
+from gtahuman.run_data import ensure_assets, prepare_source
+from gtahuman.train import train
 
 IMG_RES = 64
 HRNET_W18_SMALL_BRANCHES = (16, 32, 64, 128)  # channels of its four last-stage branches

@@ -19,7 +19,7 @@ from gtahuman.body.part_render import (
     splat_part_labels,
     vertex_parts,
 )
-from gtahuman.train import ensure_assets, prepare_source
+from gtahuman.run_data import ensure_assets, prepare_source
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

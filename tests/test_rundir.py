@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from gtahuman import rundir
 from gtahuman.rundir import CONFIG_FILE, GIT_FILE, RESUMES_FILE, RunDir, create_run_dir, resume_record_callbacks
-from gtahuman.train import RUN_ID_ENV, open_run_dir
+from gtahuman.run_trainer import RUN_ID_ENV, open_run_dir
 
 
 @pytest.fixture

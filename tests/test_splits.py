@@ -10,7 +10,7 @@ from gtahuman.config import ConfigError, load_config
 from gtahuman.config_checks import validate_config
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.splits import heldout_mask, unit_hash
-from gtahuman.train import ensure_assets, prepare_source
+from gtahuman.run_data import ensure_assets, prepare_source
 
 
 def test_mask_is_by_sequence_deterministic_nested_and_near_the_fraction() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gtahuman.train import build_datamodule, ensure_assets, prepare_source
+from gtahuman.run_data import build_datamodule, ensure_assets, prepare_source
 
 pytest.importorskip("litdata")
 

@@ -134,7 +134,7 @@ def test_heatmap_grid_averages_complete_trials_and_notes_the_rest() -> None:
 
 # ------------------------------------------------------------------------------ whole sweeps
 def real_pool_size(tiny_root: Path, out: Path) -> int:
-    from gtahuman.train import ensure_assets, prepare_source
+    from gtahuman.run_data import ensure_assets, prepare_source
 
     exp = experiment_config(tiny_sweep(tiny_root, out), {"real_ratio": 0.5, "total": 1.0})
     body = ensure_assets(exp)

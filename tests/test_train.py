@@ -35,7 +35,9 @@ from gtahuman.data.index import SampleIndex
 from gtahuman.evaluation import get_protocol
 from gtahuman.rundir import RunDir
 from gtahuman.systems.hmr import HMRSystem
-from gtahuman.train import ensure_assets, format_results, prepare_source, train
+from gtahuman.results_table import format_results
+from gtahuman.run_data import ensure_assets, prepare_source
+from gtahuman.train import train
 
 STEPS_PER_EPOCH = 512 // 8  # data.epoch_length / data.batch_size of conftest.TINY_OVERRIDES
 
@@ -220,7 +222,8 @@ def test_evaluate_reproduces_the_run_and_writes_its_folder(runs, capsys) -> None
 
 def test_adaptation_mode_draws_only_the_real_sources(tiny_config) -> None:
     from gtahuman.data.datamodule import SourceSpec
-    from gtahuman.train import adaptation_arguments, datamodule_arguments
+    from gtahuman.run_data import datamodule_arguments
+    from gtahuman.train_image import adaptation_arguments
 
     cfg = tiny_config("data.mode=adaptation", "adaptation.method=dann", "adaptation.weight=2.0")
     specs = {"train": {name: SourceSpec(name=name, index_dir="-", image_root="-", role=src.role)

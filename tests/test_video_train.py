@@ -23,7 +23,8 @@ from gtahuman.data.datasets import IndexDataset
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.transforms import AugmentConfig, TestTransform
 from gtahuman.systems import HMRSystem
-from gtahuman.train import ensure_assets, prepare_source, train
+from gtahuman.run_data import ensure_assets, prepare_source
+from gtahuman.train import train
 from gtahuman.video.datamodule import VideoDataModule
 from gtahuman.video.features import FeatureCacheError, FrameFeatures, extract_source
 from gtahuman.video.train import source_ratios, subsample_setting

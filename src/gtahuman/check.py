@@ -154,7 +154,7 @@ def _check_body_files(model_dir: Path, report: CheckReport) -> bool:
 def check_body(cfg: DictConfig, report: CheckReport) -> Path | None:
     """The body-model directory training would use (the world is generated on the mini world),
     checked file by file and loaded; None when it is not usable."""
-    from gtahuman.train import ensure_assets
+    from gtahuman.run_data import ensure_assets
 
     model_dir = _value(cfg, "body.model_dir")
     if model_dir is None and OmegaConf.is_missing(cfg.body, "model_dir"):
@@ -255,7 +255,7 @@ def _check_images(key: str, kind: str, path: Path, image_root: Path, report: Che
 
 def check_source(split: str, name: str, src: DictConfig, cfg: DictConfig, body_dir: Path | None,
                  prepare: bool, report: CheckReport) -> SourceStatus:
-    from gtahuman.train import prepare_source
+    from gtahuman.run_data import prepare_source
 
     key = f"data.{split}.{name}"
     known = len(report.problems)

@@ -4,7 +4,7 @@
 sampler over the prepared indices; before preparation, over the annotation files' row counts,
 marked as estimated), batches per epoch per device, optimiser steps and total steps.
 
-`measure_step` builds the system exactly as training does (`gtahuman.train.build_system`) and
+`measure_step` builds the system exactly as training does (`gtahuman.train_image.build_system`) and
 runs a few training steps on ONE device with the per-device batch (``data.batch_size`` / world
 size), through Lightning with the configured precision: real batches from the prepared sources,
 or synthetic batches of the same keys and shapes when the data is not prepared. The first step
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.index import NUM_KEYPOINTS
 from gtahuman.data.samplers import SAMPLERS, describe
-from gtahuman.train import build_system, configured_world_size, datamodule_arguments, write_prior_poses
+from gtahuman.run_data import datamodule_arguments, write_prior_poses
+from gtahuman.train_image import build_system, configured_world_size
 from gtahuman.threads import apply_thread_policy
 
 

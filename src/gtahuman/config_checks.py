@@ -54,7 +54,7 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "part-label source": ("gtahuman.systems.hmr_supervision", "PART_LABELS", ("batch", "render_gt")),
     "lr schedule": ("gtahuman.systems.optimisation", "SCHEDULES", ("constant", "cosine", "step")),
     "checkpoint format": ("gtahuman.systems.checkpoint_import", "FORMATS", ("auto", "mmhuman3d", "spin", "suite")),
-    "initial estimate": ("gtahuman.train", "INIT_ESTIMATES", ("smpl_mean_params", "train_mean")),
+    "initial estimate": ("gtahuman.train_image", "INIT_ESTIMATES", ("smpl_mean_params", "train_mean")),
 }
 # What MixedDataModule and the samplers accept (signatures checked against the snapshot in the tests).
 MODES = ("adaptation", "blended", "finetune")
@@ -381,7 +381,7 @@ def _devices_ok(devices: Any) -> bool:
 
 def configured_processes(cfg: DictConfig) -> int:
     """Processes the config asks for (devices x nodes), 1 when ``devices`` is left to Lightning
-    (the rule of `gtahuman.train.configured_world_size`, without its imports)."""
+    (the rule of `gtahuman.train_image.configured_world_size`, without its imports)."""
     devices = cfg.trainer.devices
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         count = devices

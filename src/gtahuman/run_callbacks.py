@@ -1,4 +1,4 @@
-"""The Lightning pieces every run's Trainer uses (built by `gtahuman.train.build_trainer`).
+"""The Lightning pieces every run's Trainer uses (built by `gtahuman.run_trainer.build_trainer`).
 
 * `ResumableCSVLogger`: ``logs/metrics.csv`` grows across resumed sessions of one run, and the
   rows of steps redone after a kill are dropped, so each step appears once;

@@ -95,13 +95,13 @@ def default_image_root(kind: str, source: Path) -> Path:
 
 def index_dir_for(cache_dir: str | Path, name: str, kind: str, source: str | Path,
                   image_root: str | Path | None, body_dir: str | Path, static_fits: str | Path | None = None) -> Path:
-    """The folder ``gtahuman.train.prepare_source`` prepares source ``name`` into."""
-    from gtahuman.train import _key  # the same content key as training (tests guard the match)
+    """The folder ``gtahuman.run_data.prepare_source`` prepares source ``name`` into."""
+    from gtahuman.data.prepare import content_key  # the key training uses (gtahuman.run_data.prepare_source)
 
     source = Path(source).resolve()
     root = Path(image_root).resolve() if image_root else default_image_root(kind, source)
     fits = [Path(static_fits).resolve()] if static_fits else []
-    return Path(cache_dir) / "indices" / f"{name}-{_key(kind, source, root, Path(body_dir).resolve(), *fits)}"
+    return Path(cache_dir) / "indices" / f"{name}-{content_key(kind, source, root, Path(body_dir).resolve(), *fits)}"
 
 
 def has_own_smpl(kind: str, path: str | Path) -> bool:

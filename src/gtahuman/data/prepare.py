@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -54,6 +55,11 @@ class SourceChangedError(ValueError):
 
 class TooManyBadImagesError(RuntimeError):
     """More samples than allowed had a missing or unreadable image."""
+
+
+def content_key(*parts: Any) -> str:
+    """The short content key of a prepared cache (an index, a crop cache): a hash of what it is made from."""
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:10]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import torch
 from gtahuman.body.smpl import BodyModel
 from gtahuman.data.formats.gta_raw import GTASequence, intrinsics_from_fov
 from gtahuman.data.miniworld.game_skeleton import game_joints
-from gtahuman.data.miniworld.motion import generate_sequence
+from gtahuman.data.miniworld.clips import generate_sequence
 from gtahuman.data.miniworld.simulate import look_at, params_in_camera
 
 IMAGE_SIZE = (480, 270)

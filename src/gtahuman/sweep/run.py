@@ -55,7 +55,7 @@ class WorkerResult:
 def prepare_data(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) -> None:
     """Generate and prepare the experiment's data once, under a lock in its cache dir: workers
     starting together on one machine would otherwise write the same caches at the same time."""
-    from gtahuman.train import build_datamodule, ensure_assets
+    from gtahuman.run_data import build_datamodule, ensure_assets
 
     exp = experiment_config(cfg, {n: example_value(s) for n, s in cfg.space.items()}, config_dir)
     require_complete(exp)  # body.model_dir of a real-data row etc.: stop before any trial

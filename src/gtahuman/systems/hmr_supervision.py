@@ -18,12 +18,12 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+import gtahuman.systems.losses as Lf
 from gtahuman.body.camera import project_to_crop
 from gtahuman.body.part_render import render_gt_part_labels, vertex_parts
 from gtahuman.body.smpl import BodyOutput
 from gtahuman.models import HMROutput, part_segmentation_loss
 from gtahuman.models.keypoint_hmr import heatmap_cross_entropy
-from gtahuman.systems import losses as Lf
 
 PART_LABELS = ("render_gt", "batch")  # PARE's part supervision: rendered from the GT mesh, or the batch's only
 _REQUIRED_KEYS = ("img", "keypoints2d", "keypoints3d", "smpl_global_orient", "smpl_body_pose",

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import gtahuman.systems.losses as Lf
 from gtahuman import metrics as M
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
@@ -37,7 +38,6 @@ from gtahuman.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from gtahuman.body.smpl import BodyModel
 from gtahuman.evaluation import Protocol, evaluate_joints, summarize
 from gtahuman.models import HMROutput, lsgan_discriminator_loss, lsgan_generator_loss
-from gtahuman.systems import losses as Lf
 from gtahuman.systems.hmr import SPIN_CROP_RES, SPIN_FOCAL
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
 from gtahuman.systems.results import EvalResultsCollector

@@ -6,7 +6,7 @@ Stages (each cached or resumable, like the image pipeline):
 1. assets and the run directory (`gtahuman.rundir`: config, commit, log);
 2. the frame model: ``video.frame_checkpoint`` (a suite checkpoint, or a SPIN / mmhuman3d state
    dict with ``video.frame_checkpoint_format``). Left null on the mini world, one is trained
-   first by `gtahuman.train.train` with this very config as ``task=image``, into
+   first by `gtahuman.train_image.train_image` with this very config as ``task=image``, into
    ``<run>/frame_model/run/`` (reused when the run is resumed);
 3. every source (train, val, test) prepared as for images, then its frames' features cached by
    `video.features` under ``<cache_dir>/video_features/<frame model>-r<img_res>/``;
@@ -44,7 +44,10 @@ from gtahuman.rundir import RunDir, attach_log, create_run_dir
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.systems.safe_checkpoint import load_untrusted
-from gtahuman.train import ResumableCSVLogger, build_trainer, ensure_assets, prepare_source, train, write_predictions
+from gtahuman.run_callbacks import ResumableCSVLogger
+from gtahuman.run_data import ensure_assets, prepare_source
+from gtahuman.run_trainer import build_trainer, write_predictions
+from gtahuman.train_image import train_image
 from gtahuman.video.datamodule import VideoDataModule
 from gtahuman.video.features import extract_source, file_fingerprint, source_key
 from gtahuman.video.system import TemporalSystem
@@ -71,7 +74,7 @@ def frame_checkpoint(cfg: DictConfig, run: RunDir) -> Path:
         frame_cfg.run.output_root, frame_cfg.run.run_id = str(run.path), "run"
         frame_cfg.run.resume = (frame_run / "config.yaml").is_file()  # an interrupted frame run goes on
         log.info("video.frame_checkpoint is null: training a frame model into %s", frame_run)
-        train(frame_cfg)
+        train_image(frame_cfg)  # the image task of this very config (validated with it)
         frame_log = os.path.abspath(frame_run / "run.log")  # the frame run's log file ends with it
         for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
             if handler.baseFilename == frame_log:
@@ -198,7 +201,7 @@ def temporal_arguments(cfg: DictConfig, body_dir: Path, frame_model: HMRSystem, 
 
 # ------------------------------------------------------------------------------ the run
 def video_trainer(cfg: DictConfig, run: RunDir) -> tuple[L.Trainer, ModelCheckpoint | None]:
-    """`gtahuman.train.build_trainer`; without val sets (the mini Table 3 rows) a Trainer with
+    """`gtahuman.run_trainer.build_trainer`; without val sets (the mini Table 3 rows) a Trainer with
     last.ckpt only: build_trainer's two ModelCheckpoints would then share one state key, which
     Lightning refuses."""
     if len(cfg.data.val):

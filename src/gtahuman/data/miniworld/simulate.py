@@ -22,7 +22,7 @@ from gtahuman.body.smpl import BodyModel
 from gtahuman.data.miniworld import scenes
 from gtahuman.data.miniworld.domains import LOCATION_TAGS, DomainStyle, Subject, vertex_colors
 from gtahuman.data.miniworld.game_skeleton import game_joints
-from gtahuman.data.miniworld.motion import generate_sequence
+from gtahuman.data.miniworld.clips import generate_sequence
 from gtahuman.data.miniworld.render import Light, joint_visibility, occlusion_flags, render_scene
 
 WORLD_UP = np.array([0.0, 1.0, 0.0])
