@@ -41,7 +41,8 @@ import torch
 
 from gtahuman.config import REPO_ROOT, load_config
 from gtahuman.systems.hmr import HMRSystem
-from gtahuman.train import build_datamodule, build_system, ensure_assets
+from gtahuman.run_data import build_datamodule, ensure_assets
+from gtahuman.train_image import build_system
 
 warnings.filterwarnings("ignore", message=".*self.log\\(\\)` but the `self.trainer` reference.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
