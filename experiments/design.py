@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from gtahuman.config import ConfigError, load_config
 from gtahuman.data.budget import Budget, config_budget, differences
+from gtahuman.data.crop_cache import CROP_MARGIN
 from gtahuman.data.mixing import MixPart
 from gtahuman.data.sampler_plans import SamplerConfigError
 from gtahuman.rundir import flatten
@@ -197,7 +198,18 @@ def describe_row(label: str, cfg: Any, budget: Budget | None, why: str = "") -> 
                      f"  of {budget.pool[source]:>10,}")
     if cfg.model.get("init_checkpoint"):
         lines.append("  fine-tunes model.init_checkpoint: its pre-training is not counted")
+    lines.append(f"  {resolution(cfg)}")
     return lines
+
+
+def resolution(cfg: Any) -> str:
+    """What the crops are cut from: the crop cache's px per box side against the training size."""
+    if not cfg.data.crop_cache:
+        return f"resolution: {cfg.data.img_res} px crops from full frames"
+    per_box = cfg.data.crop_res / CROP_MARGIN
+    verdict = "full resolution" if per_box >= cfg.data.img_res else f"UPSAMPLED x{cfg.data.img_res / per_box:.2f}"
+    return (f"resolution: {cfg.data.img_res} px crops from a {cfg.data.crop_res} px cache of a {CROP_MARGIN:g}x box "
+            f"({per_box:.0f} px per box side: {verdict})")
 
 
 @dataclass(frozen=True)

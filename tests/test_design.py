@@ -109,3 +109,10 @@ def test_fig8_amounts_share_steps_and_are_nested() -> None:
     assert all(not c.uncontrolled for c in comparisons) and len(comparisons) == 3
     with pytest.raises(ConfigError, match="findings"):
         compare("fig8", mini=True, sizes={}, overrides=[])
+
+
+def test_each_row_says_whether_its_crops_are_cut_at_full_resolution() -> None:
+    lines, _ = report("table6", mini=False, sizes={}, overrides=[])
+    assert "  resolution: 224 px crops from a 336 px cache of a 1.5x box (224 px per box side: full resolution)" in lines
+    lines, _ = report("table6", mini=False, sizes={}, overrides=["data.crop_res=256"])
+    assert "  resolution: 224 px crops from a 256 px cache of a 1.5x box (171 px per box side: UPSAMPLED x1.31)" in lines

@@ -126,7 +126,7 @@ class DataConfig:
     img_res: int = 224
     augment: bool = True
     crop_cache: bool = True  # decode person crops from a cache, not full frames
-    crop_res: int = 256
+    crop_res: int = 336  # 1.5x the box: img_res 224 at full resolution
     # Stream crops from litdata shards written from the crop cache (needs crop_cache; cached by content)
     crop_shards: bool = False
 

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "gtahuman-crop-cache"
 FORMAT_VERSION = 1
 MANIFEST, BLOB, OFFSETS, AFFINES, STAGING = "manifest.json", "crops.bin", "offsets.npy", "affines.npy", ".building"
+CROP_MARGIN = 1.5  # the cached square's side over the box's larger side (room for rescale and rotation)
 JPEG_REDUCTIONS = (8, 4, 2, 1)  # the DCT scalings libjpeg decodes at (1/8 .. full size)
 _NAMED_IN_ERRORS = 20  # bad files listed in an error message; the manifest keeps all
 
@@ -191,7 +192,7 @@ def build_crop_cache(
     image_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     crop_res: int = 256,
-    margin: float = 1.5,
+    margin: float = CROP_MARGIN,
     quality: int = 90,
     workers: int = 0,
     progress: bool = True,
