@@ -54,6 +54,21 @@ def test_two_people_in_one_sequence_and_gaps_make_separate_tracks() -> None:
         np.testing.assert_array_equal(np.diff(frame[rows]), [1, 1, 1])
 
 
+def test_two_people_seen_in_different_frames_keep_their_own_tracks() -> None:
+    # 3DPW, person by person: A is valid in frames 0-2 and 5-7, B in frames 0-7 (campose_valid).
+    # Frames 3 and 4 show B alone: a frame's first occurrence would hand them to A's track.
+    a, b = [0, 1, 2, 5, 6, 7], list(range(8))
+    seq, frame = np.array([4] * 14), np.array(a + b)
+    track = track_ids(seq, frame)
+    assert len(set(track[:6])) == 1 and len(set(track[6:])) == 1 and track[0] != track[6]
+    assert sorted(len(r) for r in track_runs(seq, frame)) == [3, 3, 8]  # A's gap splits A only
+    # the same two people listed frame by frame: occurrence n is person n
+    rows = [(f, p) for f in range(8) for p in ("A", "B")]
+    seq, frame = np.full(16, 4), np.array([f for f, _ in rows])
+    track = track_ids(seq, frame)
+    assert len(set(track[0::2])) == 1 and len(set(track[1::2])) == 1 and track[0] != track[1]
+
+
 def test_a_source_keeping_one_frame_in_ten_has_windows_and_splits_at_a_dropped_frame() -> None:
     """SPIN's MPI-INF-3DHP file keeps every tenth frame: its tracks step by 10, a window is every
     tenth frame, and a missing tenth frame (80 -> 100) is a gap."""

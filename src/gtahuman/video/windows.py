@@ -2,9 +2,13 @@
 
 Rows are frames of one source in any order, identified by ``sequence_id`` and ``frame_id``
 (the columns every prepared `SampleIndex` has). A *track* is one person's run of consecutive
-frames: rows are grouped by sequence, a repeated (sequence, frame) pair (two people in one
-video, as in 3DPW, whose images share a folder) starts a second track (its n-th occurrence in
-row order belongs to track n), and a gap in the frame numbers splits a track (MPI-INF-3DHP's
+frames: rows are grouped by sequence, and a sequence with a repeated (sequence, frame) pair holds
+several people (3DPW: two people in one video, whose images share a folder). Their rows are told
+apart by how the file lists them: person by person (SPIN's and mmhuman3d's 3DPW files: one
+person's valid frames in increasing order, then the next person's), where each restart of the
+frame numbers in row order starts the next person, even when the people are seen in different
+frames (3DPW's ``campose_valid``); otherwise (frame by frame) the n-th occurrence of a frame
+belongs to person n. A gap in the frame numbers splits a track (MPI-INF-3DHP's
 dropped frames; VIBE splits those sequences too). A gap is measured in the track's own step (its
 most common frame difference): a source that keeps one frame in ten has windows of every tenth
 frame, and a missing tenth frame splits it. Still images (sequence id -1) are tracks of one.
@@ -43,15 +47,33 @@ def track_ids(sequence_ids: np.ndarray, frame_ids: np.ndarray) -> np.ndarray:
     seq = _ids(sequence_ids, "sequence_ids")
     frame = _ids(frame_ids, "frame_ids", seq.shape[0])
     n = seq.shape[0]
-    # occurrence rank of each (sequence, frame) pair in row order
-    order = np.lexsort((np.arange(n), frame, seq))
+    rows = np.arange(n)
+    # occurrence rank of each (sequence, frame) pair in row order: the frame-by-frame reading
+    order = np.lexsort((rows, frame, seq))
     same = np.zeros(n, bool)
     same[1:] = (seq[order][1:] == seq[order][:-1]) & (frame[order][1:] == frame[order][:-1])
-    group_start = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
+    group_start = np.maximum.accumulate(np.where(~same, rows, 0))
     occurrence = np.empty(n, np.int64)
-    occurrence[order] = np.arange(n) - group_start
+    occurrence[order] = rows - group_start
+    # restarts of the frame numbers inside a sequence, in row order: the person-by-person reading
+    by_sequence = np.lexsort((rows, seq))
+    s_seq, s_frame = seq[by_sequence], frame[by_sequence]
+    restart = np.zeros(n, bool)
+    restart[1:] = (s_seq[1:] == s_seq[:-1]) & (s_frame[1:] <= s_frame[:-1])
+    first = np.ones(n, bool)
+    first[1:] = s_seq[1:] != s_seq[:-1]
+    count = np.cumsum(restart)
+    run = np.empty(n, np.int64)
+    run[by_sequence] = count - np.maximum.accumulate(np.where(first, count, 0))
+    # person by person where a sequence's restarts are exactly its people less one
+    codes, sequence_of = np.unique(seq, return_inverse=True)
+    people = np.zeros(codes.size, np.int64)
+    np.maximum.at(people, sequence_of, occurrence + 1)
+    restarts = np.zeros(codes.size, np.int64)
+    np.maximum.at(restarts, sequence_of, run)
+    person = np.where((restarts + 1 == people)[sequence_of], run, occurrence)
     still = seq < 0
-    keys = np.stack([seq, np.where(still, np.arange(n), occurrence), still.astype(np.int64)], axis=1)
+    keys = np.stack([seq, np.where(still, rows, person), still.astype(np.int64)], axis=1)
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
