@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.check import main as check_main
 from experiments.run import main as run_main
 from gtahuman.config import REPO_ROOT, ConfigError, experiment_names, load_config
-from gtahuman.config_checks import (
+from gtahuman.config_checks import config_problems, configured_processes, validate_config
+from gtahuman.config_names import (
     ACCELERATORS,
     MODES,
     NAME_SOURCES,
@@ -33,10 +34,7 @@ from gtahuman.config_checks import (
     SAMPLERS_TAKING_EPOCH_LENGTH,
     SAMPLERS_TAKING_REAL_RATIO,
     STRATEGIES,
-    config_problems,
-    configured_processes,
     known_names,
-    validate_config,
 )
 
 
