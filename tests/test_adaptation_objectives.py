@@ -320,3 +320,39 @@ def test_rsd_gradient_stays_finite_for_repeated_singular_values():
     loss, _ = RSD(16)(source, target)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(source.grad).all() and torch.isfinite(target.grad).all()
+
+
+def test_a_new_objective_is_one_module_that_registers_itself(tiny_config, single_thread) -> None:
+    """What ARCHITECTURE.md promises: a DA objective is one new module (here, this test's) that
+    registers itself in ADAPTATIONS; the config, the system and the run need no other change."""
+    import csv
+    from pathlib import Path
+
+    from gtahuman.adaptation.objective import ADAPTATIONS, AdaptationObjective, check_domain_pair
+    from gtahuman.train import train
+
+    seen = []
+
+    class MeanFeatureGap(AdaptationObjective):  # a toy: the squared distance of the domains' mean features
+        def __init__(self, feature_dim: int, scale: float = 1.0) -> None:
+            super().__init__()
+            self.feature_dim, self.scale = feature_dim, scale
+
+        def forward(self, source_features, target_features, source_params=None, target_params=None, step=0):
+            check_domain_pair("mean_gap", source_features, target_features, self.feature_dim)
+            seen.append((tuple(source_features.shape), tuple(target_features.shape), step))
+            gap = (source_features.mean(0) - target_features.mean(0)).pow(2).sum()
+            return self.scale * gap, {"gap": gap.detach()}
+
+    ADAPTATIONS.register("mean_gap")(MeanFeatureGap)
+    try:
+        metrics = train(tiny_config("data.mode=adaptation", "adaptation.method=mean_gap", "adaptation.args={scale: 2.0}",
+                                    "data.epoch_length=32", "trainer.max_epochs=1", "run.run_id=toy-objective"))
+    finally:
+        del ADAPTATIONS._entries["mean_gap"]
+    assert metrics["global_step"] == len(seen) > 0
+    assert all(s[0] == s[1] and s[0][0] == 4 for s in seen)  # half of the batch of 8 from each domain
+    assert [s[2] for s in seen] == list(range(len(seen)))  # called once per step, with the step
+    with open(Path(metrics["run_dir"]) / "logs" / "metrics.csv", newline="") as f:
+        logged = [r for r in csv.DictReader(f) if r.get("train/adaptation/gap")]
+    assert logged  # its logs reach the run's curves

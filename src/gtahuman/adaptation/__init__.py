@@ -1,7 +1,8 @@
 """Domain adaptation (paper Table 6): objectives added to HMR's loss, and sim2real translation.
 
-``ADAPTATIONS`` builds an objective by name with the backbone's feature size and its own typed
-arguments (``adaptation.args`` in the config); the paper's loss weights are the defaults:
+``ADAPTATIONS`` (defined in `objective`, each objective registered in its own module) builds an
+objective by name with the backbone's feature size and its own typed arguments
+(``adaptation.args`` in the config); the paper's loss weights are the defaults:
 
 * ``none``: zero loss (switch DA off by name);
 * ``dann``: domain discriminator through warm-start gradient reversal, weight 0.1 (Ganin et al.);
@@ -17,8 +18,6 @@ See `objective` for the call signature `HMRSystem` uses.
 """
 from __future__ import annotations
 
-from torch import nn
-
 from gtahuman.adaptation.dann import DANN
 from gtahuman.adaptation.gradient_reversal import (
     WarmStartGradientReversal,
@@ -26,7 +25,7 @@ from gtahuman.adaptation.gradient_reversal import (
     warm_start_coefficient,
 )
 from gtahuman.adaptation.jan import JAN, GaussianKernel, JointMultipleKernelMMD
-from gtahuman.adaptation.objective import AdaptationObjective, NoAdaptation
+from gtahuman.adaptation.objective import ADAPTATIONS, AdaptationObjective, NoAdaptation
 from gtahuman.adaptation.rsd import RSD, representation_subspace_distance
 from gtahuman.adaptation.cyclegan_data import UnpairedCropDataModule
 from gtahuman.adaptation.cyclegan_nets import ImagePool, PatchDiscriminator, ResnetGenerator
@@ -38,13 +37,6 @@ from gtahuman.adaptation.sim2real import (
     translate_crop_cache,
     translate_synthetic_rows,
 )
-from gtahuman.registry import Registry
-
-ADAPTATIONS: Registry[nn.Module] = Registry("adaptation objective")
-ADAPTATIONS.register("none")(NoAdaptation)
-ADAPTATIONS.register("dann")(DANN)
-ADAPTATIONS.register("jan")(JAN)
-ADAPTATIONS.register("rsd")(RSD)
 
 
 def __getattr__(name: str):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gtahuman.adaptation.gradient_reversal import WarmStartGradientReversal
-from gtahuman.adaptation.objective import AdaptationObjective, check_domain_pair
+from gtahuman.adaptation.objective import ADAPTATIONS, AdaptationObjective, check_domain_pair
 from gtahuman.models import DomainDiscriminator
 
 
@@ -43,6 +43,7 @@ def domain_adversarial_loss(source_logits: Tensor, target_logits: Tensor) -> tup
     return loss, accuracy
 
 
+@ADAPTATIONS.register("dann")
 class DANN(AdaptationObjective):
     """Domain-adversarial objective on backbone features (see the module docstring).
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from gtahuman.adaptation.objective import (
+    ADAPTATIONS,
     AdaptationObjective,
     check_domain_pair,
     full_precision,
@@ -137,6 +138,7 @@ class JointMultipleKernelMMD(nn.Module):
         return (joint * weights).sum() + 2.0 / (batch - 1)
 
 
+@ADAPTATIONS.register("jan")
 class JAN(AdaptationObjective):
     """Joint MMD of (backbone features, regressed SMPL parameters); see the module docstring.
 

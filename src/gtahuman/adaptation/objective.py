@@ -19,6 +19,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gtahuman.registry import Registry
+
+# Objectives by name (``adaptation.method``), each registered where it is defined; a new one is one
+# new module that registers itself here (and is imported once: gtahuman.adaptation imports the suite's).
+ADAPTATIONS: Registry[nn.Module] = Registry("adaptation objective")
+
 
 class AdaptationObjective(nn.Module):
     """Base class: subclasses implement `forward` with the signature below."""
@@ -28,6 +34,7 @@ class AdaptationObjective(nn.Module):
         raise NotImplementedError
 
 
+@ADAPTATIONS.register("none")
 class NoAdaptation(AdaptationObjective):
     """'none': a zero loss, so a sweep can switch domain adaptation off by name."""
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from gtahuman.adaptation.objective import (
+    ADAPTATIONS,
     AdaptationObjective,
     check_domain_pair,
     full_precision,
@@ -82,6 +83,7 @@ def representation_subspace_distance(source: Tensor, target: Tensor, trade_off: 
     return distance + trade_off * mismatch, distance, mismatch, cosines
 
 
+@ADAPTATIONS.register("rsd")
 class RSD(AdaptationObjective):
     """Representation subspace distance on backbone features; see the module docstring.
 
