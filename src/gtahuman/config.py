@@ -210,6 +210,9 @@ class TrainerConfig:
     checkpoint_every_n_steps: Optional[int] = None
     # torch intra-op threads; null = OMP_NUM_THREADS if set, else the free cores (gtahuman.threads)
     threads: Optional[int] = None
+    # Loggers beside the CSV log every run keeps (logs/metrics.csv, which analysis reads):
+    # tensorboard (<run>/tensorboard), mlflow (<run>/mlruns), wandb (offline, <run>/wandb)
+    loggers: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -18,6 +18,7 @@ snapshots, so that the checks import no torch).
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -27,8 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gtahuman.config import ConfigError, did_you_mean
 from gtahuman.config_names import (
-    ACCELERATORS, ADAPTATION_BATCHES, ADAPTATION_REAL_SHARE, MAX_SEED, MODES, NAME_SOURCES, PRECISIONS, ROLES,
-    SAMPLERS_NEEDING_REAL_RATIO, SAMPLERS_TAKING_EPOCH_LENGTH, SAMPLERS_TAKING_REAL_RATIO,
+    ACCELERATORS, ADAPTATION_BATCHES, ADAPTATION_REAL_SHARE, LOGGER_PACKAGES, LOGGERS, MAX_SEED, MODES, NAME_SOURCES, PRECISIONS,
+    ROLES, SAMPLERS_NEEDING_REAL_RATIO, SAMPLERS_TAKING_EPOCH_LENGTH, SAMPLERS_TAKING_REAL_RATIO,
     SAMPLER_ARGS_SET_BY_THE_DATAMODULE, SIM2REAL_MODES, SPLITS, STRATEGIES, TASKS, known_names,
 )
 
@@ -341,6 +342,18 @@ def _check_trainer(c: _Checks) -> None:
         c.bad("trainer.max_epochs", -1, "a limit: with trainer.max_steps=-1 too the run would never end (give "
                                         "trainer.max_epochs >= 0 or trainer.max_steps >= 0)")
     c.choice("trainer.accelerator", ACCELERATORS, "Lightning accelerator")
+    given, loggers = c.get("trainer.loggers")
+    for i, name in enumerate(loggers if given and loggers is not None else []):
+        if name == "csv":
+            c.bad(f"trainer.loggers[{i}]", name, "a logger besides the CSV log, which every run keeps: "
+                                              + ", ".join(LOGGERS))
+        elif name not in LOGGERS:
+            c.bad(f"trainer.loggers[{i}]", name, f"one of {', '.join(LOGGERS)}{did_you_mean(name, LOGGERS)}")
+        elif not any(importlib.util.find_spec(p) for p in LOGGER_PACKAGES[name]):  # found, not imported
+            extra = " or pip install -e .[curves]" if name == "tensorboard" else ""
+            c.bad(f"trainer.loggers[{i}]", name, f"an installed logger: '{name}' needs the package "
+                                              f"{' or '.join(LOGGER_PACKAGES[name])} (pip install "
+                                              f"{LOGGER_PACKAGES[name][-1]}{extra})")
     given, devices = c.get("trainer.devices")
     if given and not _devices_ok(devices):
         c.bad("trainer.devices", devices, "auto, a count >= 1, -1 (all), or device indices (a list, or '0,1')")

@@ -70,3 +70,7 @@ def known_names(kind: str) -> list[str]:
     if live is None:
         return sorted(snapshot)
     return sorted(live.names() if hasattr(live, "names") else live)
+# trainer.loggers: besides the CSV log every run keeps (gtahuman.run_trainer.extra_loggers), and the
+# packages that write them (any one of them; the last is what to install)
+LOGGER_PACKAGES = {"mlflow": ("mlflow",), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+LOGGERS = tuple(LOGGER_PACKAGES)

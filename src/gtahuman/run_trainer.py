@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gtahuman.constant_baseline import ConstantPrediction
@@ -65,10 +65,37 @@ def build_trainer(cfg: DictConfig, run: RunDir,
         accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar, use_distributed_sampler=False,
         # without a val set there is no best.ckpt (and two monitor-less callbacks would clash)
-        callbacks=[*([best] if has_val else []), last, *extra, *callbacks], plugins=[AtomicCheckpointIO()],
-        logger=ResumableCSVLogger(str(run.path), name="logs", version=""), default_root_dir=str(run.path),
+        callbacks=[*([best] if has_val else []), last, *extra, *callbacks,
+                   # the learning rate per step, for the curves of trainer.loggers (and the CSV log then)
+                   *([LearningRateMonitor(logging_interval="step")] if t.loggers else [])],
+        plugins=[AtomicCheckpointIO()],
+        logger=[ResumableCSVLogger(str(run.path), name="logs", version=""), *extra_loggers(cfg, run)],
+        default_root_dir=str(run.path),
         num_sanity_val_steps=0, **optional)
     return trainer, best
+
+
+def extra_loggers(cfg: DictConfig, run: RunDir) -> list:
+    """``trainer.loggers``: loggers beside the run's CSV log, all writing inside the run directory
+    (W&B offline). They receive what the CSV log does: the train loss and its terms, the learning
+    rate, every validation and test metric. `gtahuman.config_checks` has checked that each one's
+    package is installed."""
+    loggers = []
+    for name in cfg.trainer.loggers:
+        if name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(run.path), name="tensorboard", version="", default_hp_metric=False))
+        elif name == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            loggers.append(MLFlowLogger(experiment_name=cfg.experiment, run_name=run.path.name,
+                                        tracking_uri=f"file:{run.path / 'mlruns'}"))
+        else:
+            from lightning.pytorch.loggers import WandbLogger
+
+            loggers.append(WandbLogger(project="gtahuman", name=run.path.name, save_dir=str(run.path), offline=True))
+    return loggers
 
 
 def write_predictions(out: Path, results: dict[str, dict[str, np.ndarray]], sets: dict[str, SourceSpec]) -> None:
