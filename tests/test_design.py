@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.design import compare, config_differences, main, report
+from experiments.design import compare, config_differences, main, report, resolution
 from gtahuman.config import ConfigError, load_config
 
 
@@ -77,8 +77,8 @@ def test_table2_reports_undocumented_sizes_per_row_and_declares_the_papers_proto
     assert "UNCONTROLLED, as declared (the paper's protocol: BT's epochs hold GTA-Human" in bt
 
 
-def test_the_matched_real_only_rows_share_bts_steps_and_a_different_gta_size_is_flagged() -> None:
-    lines, flagged = report("table6", mini=False, sizes={}, overrides=[])
+def test_the_matched_real_only_rows_share_bts_steps_and_a_different_gta_size_is_flagged(table6) -> None:
+    lines, flagged = table6
     text = "\n".join(lines)
     matched = text[text.index("## table6_hmr_real_matched  vs  table6_hmr_bt"):]
     matched = matched[:matched.index("\n## ") if "\n## " in matched else len(matched)]
@@ -111,8 +111,8 @@ def test_fig8_amounts_share_steps_and_are_nested() -> None:
         compare("fig8", mini=True, sizes={}, overrides=[])
 
 
-def test_each_row_says_whether_its_crops_are_cut_at_full_resolution() -> None:
-    lines, _ = report("table6", mini=False, sizes={}, overrides=[])
+def test_each_row_says_whether_its_crops_are_cut_at_full_resolution(table6) -> None:
+    lines, _ = table6
     assert "  resolution: 224 px crops from a 336 px cache of a 1.5x box (224 px per box side: full resolution)" in lines
-    lines, _ = report("table6", mini=False, sizes={}, overrides=["data.crop_res=256"])
-    assert "  resolution: 224 px crops from a 256 px cache of a 1.5x box (171 px per box side: UPSAMPLED x1.31)" in lines
+    assert resolution(load_config(["experiment=table6_hmr_bt", "data.crop_res=256"])) == \
+        "resolution: 224 px crops from a 256 px cache of a 1.5x box (171 px per box side: UPSAMPLED x1.31)"
