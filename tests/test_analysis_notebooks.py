@@ -15,14 +15,18 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "analysis" / "notebooks"
 
 
 def execute(name: str) -> list[str]:
-    """Run a notebook in its own folder; return the text of every output (an error fails the test)."""
+    """Run a notebook in its own folder; return the text of every output (an error fails the test),
+    with one line "[image/png N bytes]" per picture shown."""
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     texts = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
-            texts.append(output.get("text", "") + str(output.get("data", {}).get("text/markdown", "")))
+            data = output.get("data", {})
+            texts.append(output.get("text", "") + str(data.get("text/markdown", "")))
+            if "image/png" in data:
+                texts.append(f"[image/png {len(data['image/png'])} bytes]")
     return texts
 
 
@@ -44,6 +48,7 @@ def test_domain_gap_notebook(tmp_path, monkeypatch) -> None:
     assert "no prepared index of train source" in text  # the real-only run falls back, and says so
     for name in ("features.png", "per_bin_table2_hmr_plus_bt_mini_seed0.png", "per_bin_table2_hmr_plus_mini_seed0.png"):
         assert (tmp_path / "out" / name).stat().st_size > 5_000
+    assert text.count("[image/png") == 3  # each figure shown in the notebook, not only saved
 
 
 def test_mixing_ratios_notebook(tmp_path, monkeypatch) -> None:
@@ -56,3 +61,4 @@ def test_mixing_ratios_notebook(tmp_path, monkeypatch) -> None:
     assert "| 50% | 68.0 | 64.0 |" in text and "| 25% | 70.0 | – |" in text
     assert (tmp_path / "out" / "table7_heatmap.png").stat().st_size > 5_000
     assert (tmp_path / "out" / "fig8.png").is_file()
+    assert text.count("[image/png") == 2  # the heat map and Fig. 8 shown, not only saved
