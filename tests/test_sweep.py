@@ -23,7 +23,7 @@ from gtahuman.data.index import SampleIndex
 from gtahuman.sweep.config import experiment_config, grid_values, load_sweep_config, target_trials
 from gtahuman.data.samplers import SAMPLERS, SamplerConfigError
 from gtahuman.sweep.objective import ValidationReporter, is_not_applicable, suggest_params
-from gtahuman.sweep.report import heatmap_grid, heatmap_notes
+from gtahuman.sweep.report import draw_heatmap, heatmap_grid, heatmap_notes
 from gtahuman.sweep.run import run_worker
 from gtahuman.sweep.study import WORKER_ATTR, ask, budget_state, is_surplus, open_storage, open_study, requeue
 
@@ -130,6 +130,18 @@ def test_heatmap_grid_averages_complete_trials_and_notes_the_rest() -> None:
     np.testing.assert_array_equal(np.isnan(table), [[False, True], [True, True]])
     assert table[0, 0] == 55.0
     assert heatmap_notes(rows, "a", "b", [0, 1], [10, 20]).tolist() == [["", ""], ["pruned", "N/A"]]
+
+
+def test_the_heatmap_says_what_its_axes_and_colours_are(tmp_path) -> None:
+    table = np.array([[60.0, 55.0], [58.0, np.nan]])
+    fig = draw_heatmap([("val/mpjpe (objective, best over validations)", table)], np.full((2, 2), ""),
+                       "data.real_ratio", "data.sampler_args.total_multiple", [0.25, 0.5], [0.3333, 0.6667],
+                       tmp_path / "heat.png", "sweep t")
+    ax, colorbar = fig.axes
+    assert ax.get_ylabel() == "real share of the samples [data.real_ratio]"
+    assert ax.get_xlabel() == "total amount (x the real pool) [data.sampler_args.total_multiple]"
+    assert colorbar.get_ylabel() == "val/mpjpe (mm)"
+    assert (tmp_path / "heat.png").stat().st_size > 5_000
 
 
 # ------------------------------------------------------------------------------ whole sweeps

@@ -116,8 +116,19 @@ def heatmap_notes(rows: list[dict[str, Any]], row_param: str, col_param: str, ro
     return notes
 
 
+# What the mixing sweeps' parameters mean, for the heat map's axes (the key follows in brackets)
+PARAM_LABELS = {"data.real_ratio": "real share of the samples", "data.sampler_args.total": "total amount (samples)",
+                "data.sampler_args.total_multiple": "total amount (x the real pool)",
+                "data.sampler_args.synthetic_multiple": "GTA-Human amount (x the real data)"}
+
+
+def param_label(key: str) -> str:
+    return f"{PARAM_LABELS[key]} [{key}]" if key in PARAM_LABELS else key
+
+
 def draw_heatmap(panels: list[tuple[str, np.ndarray]], notes: np.ndarray, row_param: str, col_param: str,
-                 row_values: list[Any], col_values: list[Any], path: Path, title: str) -> None:
+                 row_values: list[Any], col_values: list[Any], path: Path, title: str) -> Any:
+    """Write the heat map to ``path``; returns the Figure."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any process
 
     fig = Figure(figsize=(4.2 * len(panels) + 0.8, 3.6))
@@ -127,17 +138,18 @@ def draw_heatmap(panels: list[tuple[str, np.ndarray]], notes: np.ndarray, row_pa
         image = ax.imshow(shown, cmap="viridis_r", aspect="auto")
         ax.set_xticks(range(len(col_values)), [_cell(v) for v in col_values])
         ax.set_yticks(range(len(row_values)), [_cell(v) for v in row_values])
-        ax.set_xlabel(col_param)
-        ax.set_ylabel(row_param)
+        ax.set_xlabel(param_label(col_param), fontsize=8)
+        ax.set_ylabel(param_label(row_param), fontsize=8)
         ax.set_title(label, fontsize=9)
         for (i, j), v in np.ndenumerate(table):
             ax.text(j, i, notes[i, j] if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8,
                     bbox=None if np.isnan(v) else dict(facecolor="white", alpha=0.7, linewidth=0, pad=1))
-        fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.colorbar(image, ax=ax, fraction=0.046).set_label(label.split(" (")[0] + " (mm)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:  # workers ending together must not interleave bytes
         fig.savefig(handle, format="png", dpi=110)
+    return fig
 
 
 def heatmap_axes(cfg: DictConfig) -> tuple[str, str] | None:
