@@ -14,6 +14,10 @@ A frame is *flagged* when either ratio exceeds its threshold; a sequence with mo
 ``max_flagged_fraction`` of its frames flagged is dropped. "Body joints" are the joints that
 share a name with an SMPL-family joint (22 of GTA's 100; the facial rig and fingers would
 otherwise outvote the limbs). Every decision carries a readable reason.
+
+The paper names these criteria but gives no numbers: every threshold in `AnalyserThresholds` and
+the 30 fps are this suite's own choices (GTA-Human's frame rate is not stated either), not the
+paper's. Change them with the annotator's options and say so where the fits are used.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ FLAG_OUT_OF_VIEW = 2
 
 @dataclass
 class AnalyserThresholds:
+    # All defaults are this suite's choices; the paper gives no thresholds (see the module doc).
     fps: float = 30.0  # frame rate: turns per-frame displacements into m/s
     min_joint_speed: float = 0.05  # m/s; slower sequences are dropped as slow or stationary
     max_occluded_ratio: float = 0.5  # a frame with a larger share of occluded body joints is flagged
