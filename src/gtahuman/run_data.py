@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gtahuman.atomic import atomic_output, file_lock
 from gtahuman.body.assets import check_body_model_dir
@@ -22,7 +22,7 @@ from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule, SourceSpec
 from gtahuman.data.index import SampleIndex
-from gtahuman.data.mixing import sampler_arguments
+from gtahuman.data.mixing import configured_sampler_arguments
 from gtahuman.data.prepare import content_key, prepare_dataset
 from gtahuman.data.splits import split_index
 
@@ -99,9 +99,7 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
 def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]]) -> dict[str, Any]:
     """`MixedDataModule` keyword arguments from the config and prepared ``specs[split][name]``."""
     train = list(specs.get("train", {}).values())
-    sampler_args = sampler_arguments(cfg.data.sampler, OmegaConf.to_container(cfg.data.sampler_args, resolve=True),
-                                     cfg.data.real_ratio, cfg.data.mode,
-                                     [(s.name, s.role, float(cfg.data.train[s.name].weight)) for s in train])
+    sampler_args = configured_sampler_arguments(cfg.data, [(s.name, s.role) for s in train])
     return dict(
         train_sources=train, sampler=cfg.data.sampler, sampler_args=sampler_args,
         val_sets=specs.get("val", {}), test_sets=specs.get("test", {}), batch_size=cfg.data.batch_size,

@@ -142,13 +142,10 @@ def config_budget(cfg: Any, parts: Any) -> Budget:
     train source, in the config's order; sizes suffice unless the sampler reads a factor): the
     same samplers the data module builds, on one process. The one rule that turns a config into
     samples per source, for reports that have no data module (design, analyses of old runs)."""
-    from omegaconf import OmegaConf
-
-    from gtahuman.data.mixing import build_train_samplers, loader_batch, sampler_arguments
+    from gtahuman.data.mixing import build_train_samplers, configured_sampler_arguments, loader_batch
 
     d, t = cfg.data, cfg.trainer
-    args = sampler_arguments(d.sampler, OmegaConf.to_container(d.sampler_args, resolve=True), d.real_ratio, d.mode,
-                             [(p.name, p.role, float(d.train[p.name].weight)) for p in parts])
+    args = configured_sampler_arguments(d, [(p.name, p.role) for p in parts])
     samplers = build_train_samplers(parts, d.mode, d.sampler, args, d.epoch_length, cfg.run.seed,
                                     adaptation_batch=d.adaptation_batch)
     return count_budget(samplers, loader_batch(d.batch_size, d.mode, d.adaptation_batch), True, int(t.max_epochs),

@@ -103,6 +103,16 @@ def sampler_arguments(sampler: str, sampler_args: Mapping[str, Any], real_ratio:
     return args
 
 
+def configured_sampler_arguments(data_cfg: Any, sources: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """`sampler_arguments` for a config's ``data`` section and its train sources as (name, role),
+    in order: what the data module and the budget of a config both draw with."""
+    from omegaconf import OmegaConf
+
+    return sampler_arguments(data_cfg.sampler, OmegaConf.to_container(data_cfg.sampler_args, resolve=True),
+                             data_cfg.real_ratio, data_cfg.mode,
+                             [(name, role, float(data_cfg.train[name].weight)) for name, role in sources])
+
+
 def build_sampler(name: str, args: Mapping[str, Any], parts: Sequence[MixPart], seed: int, world: int = 1,
                   rank: int = 0, mode: str = "blended") -> EpochSampler:
     """The registered sampler ``name`` over ``parts`` (concatenated in order)."""
