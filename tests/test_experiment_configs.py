@@ -171,3 +171,52 @@ def test_overlay_directives_replace_drop_and_require(tmp_path: Path) -> None:
     require_complete(load_config(["experiment=row", "body.model_dir=/smpl"], tmp_path))
     with pytest.raises(ConfigError, match=r"bad\.yaml.*data\.train\.zzz"):
         load_config(["experiment=bad"], tmp_path)
+
+
+# Recipes: the row's keys are the paper's text; recipe=mmhuman3d stacks the released config's settings.
+MMHUMAN3D = {  # row -> (lr, schedule, milestones, max_epochs, epoch_length, clip, kp3d, kp2d, pose, betas, camera)
+    "table2_hmr_bt": (2.5e-4, "step", [40], 50, None, None, 100.0, 10.0, 3.0, 0.02, 0.0),
+    "table2_hmr_ft": (2.5e-5, "constant", [], 10, 100000, None, 100.0, 10.0, 3.0, 0.02, 0.0),
+    "table2_hmr_plus_bt": (2.5e-5, "constant", [], 150, None, None, 100.0, 10.0, 3.0, 0.02, 60.0),
+    "table2_spin_ft": (3e-5, "constant", [], 10, 100000, 35.0, 100.0, 10.0, 3.0, 0.02, 60.0),
+    "table2_pare_ft": (5e-5, "constant", [], 10, 100000, None, 300.0, 150.0, 60.0, 0.06, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MMHUMAN3D))
+def test_recipe_mmhuman3d_sets_the_released_configs_values(name: str) -> None:
+    paper = load_config([f"experiment={name}"])
+    cfg = load_config([f"experiment={name}", "recipe=mmhuman3d"])
+    validate_config(cfg)
+    w = cfg.model.loss_weights
+    got = (cfg.optim.lr, cfg.optim.schedule, list(cfg.optim.milestones), cfg.trainer.max_epochs,
+           cfg.data.epoch_length, cfg.trainer.gradient_clip_val, w.keypoints3d, w.keypoints2d, w.smpl_pose,
+           w.smpl_betas, w.camera)
+    assert got == pytest.approx(MMHUMAN3D[name]) and cfg.optim.base_batch_size is None
+    assert (paper.recipe, cfg.recipe) == ("paper", "mmhuman3d")
+    assert cfg.model.keypoint_loss == ("mse" if name == "table2_pare_ft" else "smooth_l1")
+    assert paper.model.keypoint_loss == "mse" and paper.optim.lr != cfg.optim.lr
+    assert (cfg.model.loss_weights.parts == 0.0) == (name == "table2_pare_ft")
+    assert load_config([f"experiment={name}", "recipe=paper"]) == paper  # the row's own recipe: unchanged
+
+
+@pytest.mark.parametrize("recipe", ["paper", "mmhuman3d"])
+@pytest.mark.parametrize("real, blended", [("table2_hmr", "table2_hmr_bt"), ("table2_hmr_plus", "table2_hmr_plus_bt")])
+def test_real_only_and_bt_rows_differ_in_the_data_alone_under_either_recipe(real: str, blended: str,
+                                                                             recipe: str) -> None:
+    a, b = (OmegaConf.to_container(load_config([f"experiment={n}", f"recipe={recipe}"])) for n in (real, blended))
+    differing = {f"{section}.{key}" for section in a if isinstance(a[section], dict)
+                 for key in set(a[section]) | set(b[section]) if a[section].get(key) != b[section].get(key)}
+    differing |= {k for k in a if not isinstance(a[k], dict) and a[k] != b[k]}
+    assert differing == {"experiment", "description", "data.train", "data.real_ratio"}
+
+
+def test_an_unknown_recipe_names_the_rows_recipes_and_mini_rows_have_none() -> None:
+    with pytest.raises(ConfigError, match=r"no recipe 'mmhuman3d_v2'; its recipes: paper, mmhuman3d"):
+        load_config(["experiment=table2_hmr_bt", "recipe=mmhuman3d_v2"])
+    with pytest.raises(ConfigError, match=r"table2_hmr_plus_ft' has no recipe 'mmhuman3d'; its recipes: paper "):
+        load_config(["experiment=table2_hmr_plus_ft", "recipe=mmhuman3d"])  # mmhuman3d released no HMR+ FT
+    mini = load_config(["experiment=table2_hmr_bt_mini"])
+    assert mini.recipe is None and dict(mini.recipes) == {}
+    with pytest.raises(ConfigError, match="none besides its own settings"):
+        load_config(["experiment=table2_hmr_bt_mini", "recipe=mmhuman3d"])

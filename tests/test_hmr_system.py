@@ -97,6 +97,24 @@ def test_keypoint_2d_loss_hand_values_and_masks() -> None:
     assert none.item() == 0.0 and torch.equal(pred.grad, torch.zeros_like(pred))
 
 
+def test_smooth_l1_keypoint_loss_hand_values() -> None:
+    # mmhuman3d's SmoothL1 at beta 1: 0.5 d^2 for |d| < 1, |d| - 0.5 beyond; conf weights it as the MSE.
+    assert Lf.keypoint_element_loss(torch.tensor([0.5, -0.5, 2.0, -3.0, 1.0]), "smooth_l1").tolist() == \
+        pytest.approx([0.125, 0.125, 1.5, 2.5, 0.5])
+    pred = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    gt = torch.tensor([[[0.5, 0.0, 1.0], [1.0, 4.0, 0.5]]])
+    # 0.125 + 0 + 0.5 * (0 + (3 - 0.5)) = 1.375 over 4 elements; the MSE gives 0.25 + 0.5 * 9 = 4.75
+    assert Lf.keypoint_2d_loss(pred, gt, torch.ones(1), "smooth_l1").item() == pytest.approx(1.375 / 4)
+    assert Lf.keypoint_2d_loss(pred, gt, torch.ones(1)).item() == pytest.approx(4.75 / 4)
+    gt3 = torch.zeros(1, 54, 4)
+    gt3[..., 3] = 1.0
+    pred3 = gt3[..., :3].clone()
+    pred3[0, 0, 1] = 2.0  # one joint 2 m off in y, away from the hips that centre both sets
+    assert Lf.keypoint_3d_loss(pred3, gt3, torch.ones(1), "smooth_l1").item() == pytest.approx(1.5 / (54 * 3))
+    with pytest.raises(ValueError, match="mse, smooth_l1|'mse', 'smooth_l1'"):
+        Lf.keypoint_2d_loss(pred, gt, torch.ones(1), "huber")
+
+
 def test_keypoint_3d_loss_centres_at_mid_hip() -> None:
     right, left = joint_index("smpl_54", "right_hip_extra"), joint_index("smpl_54", "left_hip_extra")
     gt = torch.zeros(1, 54, 4)
@@ -166,6 +184,27 @@ def test_masks_remove_samples_from_training_losses(body_dir: str) -> None:
     with torch.no_grad():
         zero = system.compute_losses(nothing, output)
     assert all(v.item() == 0.0 for v in zero.values())
+
+
+def test_the_systems_keypoint_terms_use_the_configured_element_loss(body_dir: str) -> None:
+    batch = make_batch(body_dir)
+    batch["keypoints3d"][..., :3] *= 3.0  # errors beyond SmoothL1's beta of 1 m, where the two losses part
+    terms = {}
+    for kind in ("mse", "smooth_l1"):
+        system = make_system(body_dir, keypoint_loss=kind).eval()
+        with torch.no_grad():
+            output, _ = system(batch["img"])
+            terms[kind] = system.compute_losses(batch, output)
+            joints = system.predict_joints54(output)
+            _, projected = project_to_crop(joints, output.cam, system.focal_length, IMG_RES)
+        mask = torch.ones(4)
+        assert terms[kind]["keypoints3d"].item() == pytest.approx(
+            Lf.keypoint_3d_loss(joints, batch["keypoints3d"], mask, kind).item(), rel=1e-5)
+        assert terms[kind]["keypoints2d"].item() == pytest.approx(
+            Lf.keypoint_2d_loss(projected, batch["keypoints2d"], mask, kind).item(), rel=1e-5)
+    assert terms["smooth_l1"]["keypoints3d"].item() < 0.9 * terms["mse"]["keypoints3d"].item()
+    with pytest.raises(ValueError, match="keypoint_loss must be one of"):
+        make_system(body_dir, keypoint_loss="huber")
 
 
 @pytest.mark.parametrize("supervision, off, on", [

@@ -168,6 +168,9 @@ class ModelConfig:
     # Train sources the supervision toggle applies to (Table 8: the GTA source); null = all of them.
     supervision_sources: Optional[List[str]] = None
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    # element loss of the 2D and 3D keypoint terms: mse (SPIN, the paper's "same as SPIN") |
+    # smooth_l1 (mmhuman3d's GTA-Human configs; gtahuman.systems.losses.keypoint_element_loss)
+    keypoint_loss: str = "mse"
     init_checkpoint: Optional[str] = None  # fine-tuning: suite checkpoint or SPIN/mmhuman3d state dict
     init_format: str = "auto"  # auto | suite | spin | mmhuman3d
     prior_sources: List[str] = field(default_factory=list)  # train sources feeding the pose prior (hmr)
@@ -266,6 +269,12 @@ class VideoConfig:
 class Config:
     experiment: str = "quickstart"
     description: str = ""
+    # A paper row's training recipe. The row's own keys are one recipe (null: the experiment's own
+    # settings; the paper rows say `paper`: the paper's text); `recipes` names other recipes of the
+    # row and the fragment (experiment/_<name>.yaml) that `recipe=<name>` on the command line stacks
+    # on it, e.g. mmhuman3d: the released configs behind the published numbers (docs/REPRODUCE.md)
+    recipe: Optional[str] = None
+    recipes: Dict[str, str] = field(default_factory=dict)
     task: str = "image"  # image (HMRSystem) | video (temporal model on frame features)
     # experiments.run ... dry_run=true: check the config against the files (gtahuman.check), train nothing
     dry_run: bool = False
@@ -395,12 +404,14 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = DEFAULT_
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"command-line override '{item}' must look like key=value")
-    experiment = None
+    experiment = recipe = None
     rest = []
     for item in overrides:
         key, value = item.split("=", 1)
         if key == "experiment":
             experiment = value
+        elif key == "recipe":
+            recipe = value
         else:
             rest.append(item)
 
@@ -415,6 +426,8 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = DEFAULT_
             for key in required:  # merging never lets ??? replace a value; the overlay means it
                 OmegaConf.update(cfg, key, MISSING, merge=False)
     cfg.experiment = name
+    if recipe is not None and recipe != cfg.recipe:
+        cfg = _apply_recipe(schema, cfg, recipe, config_dir)
     try:
         cli = OmegaConf.from_dotlist(rest)
     except OmegaConfBaseException as err:
@@ -422,6 +435,21 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = DEFAULT_
     cfg = _merge(schema, cfg, cli, "the command line")
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _apply_recipe(schema: DictConfig, cfg: DictConfig, recipe: str, config_dir: Path) -> DictConfig:
+    """Stack the fragment of ``recipes[recipe]`` on the experiment (``recipe=<name>``)."""
+    if recipe not in cfg.recipes:
+        own = [cfg.recipe] if cfg.recipe else []
+        choices = ", ".join(own + sorted(cfg.recipes)) or "none besides its own settings"
+        raise ConfigError(f"experiment '{cfg.experiment}' has no recipe '{recipe}'; its recipes: {choices} "
+                          f"(the key 'recipes' of experiments/configs/experiment/{cfg.experiment}.yaml)")
+    for path, node in _overlay_chain(str(cfg.recipes[recipe]), config_dir):
+        _apply_directives(cfg, node, path)
+        cfg = _merge(schema, cfg, node, str(path))
+    cfg.recipe = recipe
+    cfg.description = f"{cfg.description} [recipe {recipe}]"
     return cfg
 
 

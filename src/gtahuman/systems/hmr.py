@@ -48,6 +48,7 @@ from gtahuman.models import (
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
 from gtahuman.systems.hmr_supervision import PART_LABELS, HMRSupervisionMixin
+from gtahuman.systems.losses import KEYPOINT_LOSSES
 from gtahuman.systems.optimisation import (  # noqa: F401  (effective_learning_rate, cosine_with_warmup: public here too)
     SCHEDULES,
     adam,
@@ -129,6 +130,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         # + camera prior) (reference/spin_vibe_hmr2.md 1.7); adversarial 1 as mmhuman3d's HMR.
         loss_keypoints2d: float = 300.0,
         loss_keypoints3d: float = 300.0,
+        keypoint_loss: str = "mse",  # element loss of both keypoint terms: mse (SPIN) | smooth_l1 (mmhuman3d)
         loss_keypoints3d_aligned: float = 0.0,  # not SPIN's: 3D joints after rotation onto the GT
         loss_pose: float = 60.0,
         loss_betas: float = 0.06,
@@ -169,7 +171,8 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
         self.save_hyperparameters(ignore=["adaptation"] if isinstance(adaptation, nn.Module) else None)
         for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
-                                     ("schedule", schedule, SCHEDULES), ("part_labels", part_labels, PART_LABELS)):
+                                     ("schedule", schedule, SCHEDULES), ("part_labels", part_labels, PART_LABELS),
+                                     ("keypoint_loss", keypoint_loss, KEYPOINT_LOSSES)):
             if value not in choices:
                 raise ValueError(f"HMRSystem: {name} must be one of {choices}, got {value!r}")
         if schedule == "step" and not milestones:

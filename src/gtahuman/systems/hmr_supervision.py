@@ -96,10 +96,11 @@ class HMRSupervisionMixin:
         terms: dict[str, Tensor] = {}
         if weights["keypoints2d"]:
             _, projected = project_to_crop(joints54, cam, self.focal_length, hp.img_res)
-            terms["keypoints2d"] = Lf.keypoint_2d_loss(projected, batch["keypoints2d"].float(), masks["keypoints2d"])
+            terms["keypoints2d"] = Lf.keypoint_2d_loss(projected, batch["keypoints2d"].float(), masks["keypoints2d"],
+                                                       hp.keypoint_loss)
         if weights["keypoints3d"]:
             terms["keypoints3d"] = Lf.keypoint_3d_loss(joints54, batch["keypoints3d"].float(),
-                                                       masks["keypoints3d"])
+                                                       masks["keypoints3d"], hp.keypoint_loss)
         if weights["keypoints3d_aligned"]:
             terms["keypoints3d_aligned"] = Lf.keypoint_3d_aligned_loss(joints54, batch["keypoints3d"].float(),
                                                                        masks["keypoints3d"])

@@ -8,7 +8,9 @@ and nothing becomes NaN (not even a NaN inside a masked-out sample).
 
 Reductions follow SPIN (reference/spin_vibe_hmr2.md 1.7): element-wise squared error times
 the GT confidence, then a plain mean over every element (confidence 0 elements count in the
-denominator, as in SPIN's ``(conf * mse).mean()``).
+denominator, as in SPIN's ``(conf * mse).mean()``). The keypoint terms also take mmhuman3d's
+element loss, ``kind='smooth_l1'`` (its SmoothL1Loss at the default beta of 1: 0.5 d^2 below 1,
+|d| - 0.5 above), with the same reduction (mmhuman3d divides by the confident elements only).
 """
 from __future__ import annotations
 
@@ -23,6 +25,19 @@ from gtahuman.metrics import kabsch_rotation
 # regressor's hips (mmhuman3d 3.5; SPIN uses the same two joints of its J24 set).
 _SMPL54_RIGHT_HIP = conventions.joint_index("smpl_54", "right_hip_extra")
 _SMPL54_LEFT_HIP = conventions.joint_index("smpl_54", "left_hip_extra")
+KEYPOINT_LOSSES = ("mse", "smooth_l1")  # element loss of the 2D / 3D keypoint terms (SPIN's, mmhuman3d's)
+SMOOTH_L1_BETA = 1.0  # mmhuman3d's SmoothL1Loss default, which its GTA-Human configs keep
+
+
+def keypoint_element_loss(difference: Tensor, kind: str) -> Tensor:
+    """Element-wise loss of a keypoint difference: ``mse`` (d^2, SPIN) or ``smooth_l1``."""
+    if kind == "mse":
+        return difference ** 2
+    if kind == "smooth_l1":
+        absolute = difference.abs()
+        return torch.where(absolute < SMOOTH_L1_BETA, 0.5 * difference ** 2 / SMOOTH_L1_BETA,
+                           absolute - 0.5 * SMOOTH_L1_BETA)
+    raise ValueError(f"keypoint loss must be one of {KEYPOINT_LOSSES}, got {kind!r}")
 
 
 def _as_mask(sample_mask: Tensor, batch: int, name: str) -> Tensor:
@@ -46,8 +61,10 @@ def _masked_mean(per_element: Tensor, sample_mask: Tensor, name: str) -> Tensor:
     return kept.sum() / count
 
 
-def keypoint_2d_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_mask: Tensor) -> Tensor:
-    """SPIN's 2D loss: mean of conf * (pred - gt)^2 over (sample, joint, xy).
+def keypoint_2d_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_mask: Tensor,
+                     kind: str = "mse") -> Tensor:
+    """SPIN's 2D loss: mean of conf * (pred - gt)^2 over (sample, joint, xy) (``kind``: the
+    element loss, `keypoint_element_loss`).
 
     ``pred_keypoints2d`` (B, J, 2) and ``gt_keypoints2d`` (B, J, 3) = (x, y, conf), both in the
     same normalised crop coordinates (SPIN: 2 x / img_res - 1).
@@ -57,8 +74,8 @@ def keypoint_2d_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_ma
         raise ValueError(f"keypoint_2d_loss: expected pred (B, J, 2) and gt (B, J, 3); "
                          f"got {tuple(pred_keypoints2d.shape)} and {tuple(gt_keypoints2d.shape)}")
     conf = gt_keypoints2d[..., 2:3]
-    squared = conf * (pred_keypoints2d - gt_keypoints2d[..., :2]) ** 2
-    return _masked_mean(squared, sample_mask, "keypoint_2d_loss")
+    per_element = conf * keypoint_element_loss(pred_keypoints2d - gt_keypoints2d[..., :2], kind)
+    return _masked_mean(per_element, sample_mask, "keypoint_2d_loss")
 
 
 def keypoint_2d_l1_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_mask: Tensor) -> Tensor:
@@ -80,9 +97,10 @@ def centre_at_mid_hip(joints54: Tensor) -> Tensor:
     return joints54 - mid_hip[:, None]
 
 
-def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask: Tensor) -> Tensor:
+def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask: Tensor,
+                     kind: str = "mse") -> Tensor:
     """SPIN's 3D loss in the smpl_54 convention: both sets centred at the mid-hip point, then the
-    mean of conf * (pred - gt)^2 over (sample, joint, xyz).
+    mean of conf * (pred - gt)^2 over (sample, joint, xyz) (``kind``: `keypoint_element_loss`).
 
     ``pred_joints54`` (B, 54, 3) metres; ``gt_keypoints3d`` (B, 54, 4) = (x, y, z, conf). Pass
     ``has_keypoints3d & valid`` as the mask.
@@ -94,7 +112,7 @@ def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask:
     conf = gt_keypoints3d[..., 3:4]
     pred = centre_at_mid_hip(pred_joints54)
     gt = centre_at_mid_hip(gt_keypoints3d[..., :3])
-    return _masked_mean(conf * (pred - gt) ** 2, sample_mask, "keypoint_3d_loss")
+    return _masked_mean(conf * keypoint_element_loss(pred - gt, kind), sample_mask, "keypoint_3d_loss")
 
 
 def best_rotation(source: Tensor, target: Tensor, weights: Tensor) -> Tensor:
