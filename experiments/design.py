@@ -40,7 +40,7 @@ NOMINAL_ROWS = {
     "gta_human_4x.npz": 1_200_000,  # ASSUMED: undocumented (4 x ~300K real); --sizes gta=N when known
 }
 ASSUMED = {"gta_human_4x.npz"}
-BOOKKEEPING = ("experiment", "description", "run.", "eval.")  # config keys that are no factor
+BOOKKEEPING = ("experiment", "description", "recipes.", "run.", "eval.")  # config keys that are no factor
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,17 @@ def uncontrolled(a: Budget, b: Budget) -> list[str]:
     return said
 
 
+def recipe_line(cfg: Any) -> list[str]:
+    """Which training recipe the row follows, and the others it offers (``recipe=NAME``)."""
+    if not (cfg.recipe or cfg.recipes):
+        return []
+    others = ", ".join(name for name in cfg.recipes if name != cfg.recipe)
+    return [f"  recipe: {cfg.recipe or 'its own'}" + (f" (also: {others}, with recipe=NAME)" if others else "")]
+
+
 def describe_row(label: str, cfg: Any, budget: Budget | None, why: str = "") -> list[str]:
     if budget is None:
-        return [f"## {label}", f"  not counted: {why}"]
+        return [f"## {label}", f"  not counted: {why}", *recipe_line(cfg)]
     lines = [f"## {label}", f"  steps {budget.steps:,} ({budget.epochs} epochs of {budget.batches_per_epoch:,} batches), "
              f"batch {' + '.join(f'{v} {k}' for k, v in budget.batch.items())}, {budget.total_seen:,} samples seen"]
     for source in budget.pool:
@@ -199,7 +207,7 @@ def describe_row(label: str, cfg: Any, budget: Budget | None, why: str = "") -> 
     if cfg.model.get("init_checkpoint"):
         lines.append("  fine-tunes model.init_checkpoint: its pre-training is not counted")
     lines.append(f"  {resolution(cfg)}")
-    return lines
+    return lines + recipe_line(cfg)
 
 
 def resolution(cfg: Any) -> str:
@@ -222,12 +230,26 @@ class Comparison:
     declared: str | None  # the paper's reason, when its own protocol differs so
 
 
+def load_row(row: Row, overrides: list[str], notes: list[str]) -> Any:
+    """The row's config; a ``recipe=NAME`` the row does not offer leaves it on its own (said in a note)."""
+    try:
+        return load_config([f"experiment={row.experiment}", *row.overrides, *overrides])
+    except ConfigError as err:
+        asked = [o for o in overrides if o.startswith("recipe=")]
+        if not asked or "has no recipe" not in str(err):
+            raise
+        notes.append(f"{row.label}: no {asked[-1]} (its recipes: {str(err).split('its recipes: ')[1].split(' (')[0]}); "
+                     "reported with its own")
+        return load_config([f"experiment={row.experiment}", *row.overrides,
+                            *(o for o in overrides if not o.startswith("recipe="))])
+
+
 def compare(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) -> tuple[list[str], list[Comparison]]:
     """The rows' report lines (notes first) and the table's comparisons."""
     rows, pairs = rows_of(table, mini)
     configs, budgets, notes, lines = {}, {}, [], []
     for row in rows:
-        cfg = load_config([f"experiment={row.experiment}", *row.overrides, *overrides])
+        cfg = load_row(row, overrides, notes)
         configs[row.label] = cfg
         why = "a video row (task=video): not counted" if cfg.task == "video" else ""
         budget = None

@@ -116,3 +116,18 @@ def test_each_row_says_whether_its_crops_are_cut_at_full_resolution(table6) -> N
     assert "  resolution: 224 px crops from a 336 px cache of a 1.5x box (224 px per box side: full resolution)" in lines
     assert resolution(load_config(["experiment=table6_hmr_bt", "data.crop_res=256"])) == \
         "resolution: 224 px crops from a 256 px cache of a 1.5x box (171 px per box side: UPSAMPLED x1.31)"
+
+
+def test_table2_under_the_released_recipe_says_which_rows_have_none() -> None:
+    lines, comparisons = compare("table2", mini=False, sizes={}, overrides=["recipe=mmhuman3d"])
+    assert "table2_hmr_plus_ft: no recipe=mmhuman3d (its recipes: paper); reported with its own" in lines
+    text = "\n".join(lines)
+    bt = text[text.index("## table2_hmr_bt\n"):text.index("## table2_hmr\n")]
+    assert "  recipe: mmhuman3d" in bt
+    plus_ft = text[text.index("## table2_hmr_plus_ft\n"):text.index("## table2_spin_ft\n")]
+    assert "  recipe: paper" in plus_ft and "also:" not in plus_ft
+    ft = next(c for c in comparisons if (c.row, c.baseline) == ("table2_hmr_plus_ft", "table2_hmr_plus"))
+    assert "recipe: mmhuman3d -> paper" in ft.config  # the comparison says its rows' recipes differ
+    assert not any(line.startswith("recipes.") for c in comparisons for line in c.config)
+    default, _ = compare("table2", mini=False, sizes={}, overrides=[])
+    assert "  recipe: paper (also: mmhuman3d, with recipe=NAME)" in default
