@@ -314,3 +314,21 @@ def test_train_probes_follow_the_val_sets_with_fixed_unaugmented_train_rows(tmp_
                            batch_size=4, img_res=32).eval_set_names("val") == ["held_out"]
     with pytest.raises(ValueError, match="train_probe"):
         MixedDataModule([spec(real_root, "real")], batch_size=4, train_probe=-1)
+
+
+def test_uint8_training_crops_are_finished_by_the_system_as_the_cpu_path_finishes_them(tmp_path, toy_body_dir):
+    from gtahuman.systems import HMRSystem
+    sources = two_sources(tmp_path, n_real=8, n_synth=8, cache=True)
+    kwargs = dict(sampler="mixture", sampler_args={"real_ratio": 0.5, "synthetic_sources": ["synth"]},
+                  epoch_length=8, batch_size=8, img_res=24, val_sets={"val": sources[0]})
+    on_cpu, on_device = MixedDataModule(sources, **kwargs), MixedDataModule(sources, uint8_images=True, **kwargs)
+    on_cpu.setup("fit")
+    on_device.setup("fit")
+    expected, left = next(iter(on_cpu.train_dataloader())), next(iter(on_device.train_dataloader()))
+    assert left["img"].dtype == torch.uint8 and left["colour"].shape == (8, 3) and "colour" not in expected
+    assert next(iter(on_device.val_dataloader()[0]))["img"].dtype == torch.float32  # evaluation: finished on the CPU
+    system = HMRSystem(str(toy_body_dir), backbone="resnet10t", img_res=24)
+    finished = system.on_after_batch_transfer(left, 0)
+    assert torch.equal(finished["sample_id"], expected["sample_id"])
+    # the same augmentation draws; OpenCV's uint8 warp is shared, so only float rounding differs
+    torch.testing.assert_close(finished["img"], expected["img"], atol=1e-5, rtol=0)

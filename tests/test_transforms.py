@@ -22,9 +22,10 @@ from gtahuman.data.transforms import (
     TrainTransform,
     apply,
     denormalize_image,
+    finish_images,
     sample_augmentation,
 )
-from gtahuman.data.warp import crop_affine, transform_points, warp_image
+from gtahuman.data.warp import compose_affines, crop_affine, mirror_affine, transform_points, warp_image, warp_image_uint8
 
 CONV = "smpl_54"
 NAMES = get_names(CONV)
@@ -216,15 +217,16 @@ def mirror_full_frame(sample):
                 center=center, smpl_global_orient=pose[:3], smpl_body_pose=pose[3:])
 
 
-def test_flipping_the_crop_equals_cropping_the_mirrored_frame():
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 0.05), (np.uint8, 1.0)])  # uint8: OpenCV rounds
+def test_flipping_the_crop_equals_cropping_the_mirrored_frame(dtype, atol):
     rng = np.random.default_rng(9)
     sample, _ = projected_sample(rng)
-    sample["image"] = rng.integers(0, 256, sample["image"].shape, dtype=np.uint8)
+    sample["image"] = rng.integers(0, 256, sample["image"].shape, dtype=np.uint8).astype(dtype)
     cfg = AugmentConfig(img_res=80)
     ours = apply(sample, AugParams(flip=True, rot_deg=28.0, scale_mult=0.9), cfg, CONV)
     theirs = apply(mirror_full_frame(sample), AugParams(rot_deg=-28.0, scale_mult=0.9), cfg, CONV)
     np.testing.assert_allclose(denormalize_image(ours["img"], cfg),
-                               denormalize_image(theirs["img"], cfg), atol=0.05)
+                               denormalize_image(theirs["img"], cfg), atol=atol)
     for key in ("keypoints2d", "keypoints3d", "smpl_global_orient", "smpl_body_pose"):
         np.testing.assert_allclose(ours[key].numpy(), theirs[key].numpy(), atol=2e-5, err_msg=key)
 
@@ -324,3 +326,44 @@ def test_bad_input_is_named():
         AugmentConfig(rot_prob=1.5)
     with pytest.raises(KeyError, match="unknown keypoint convention"):
         TrainTransform(convention="smpl_99")
+
+
+# --- the fast paths: OpenCV's uint8 warp, and colour + normalisation on the device ---------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_opencv_uint8_warp_matches_the_reference_within_one_grey_level(seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (150, 210, 3), dtype=np.uint8)  # noise: the sharpest edges there are
+    for k in range(12):  # crops inside, across and outside the frame, rotated, scaled, mirrored
+        affine, _ = crop_affine(rng.uniform(-40, 250, 2), rng.uniform(60, 320), rng.uniform(-60, 60), 64)
+        if k % 2:
+            affine = compose_affines(mirror_affine(64), affine)
+        fast, reference = warp_image_uint8(image, affine, 64), warp_image(image, affine, 64)
+        assert fast.dtype == np.uint8 and fast.shape == (64, 64, 3)
+        difference = np.abs(fast.astype(np.float32) - reference)
+        assert difference.max() <= 1.0 and difference.mean() <= 0.5
+    with pytest.raises(ValueError, match="uint8"):
+        warp_image_uint8(image.astype(np.float32), affine, 64)
+
+
+def test_uint8_images_finished_on_the_device_equal_the_cpu_path():
+    rng = np.random.default_rng(5)
+    sample, _ = projected_sample(rng)
+    sample["image"] = rng.integers(0, 256, sample["image"].shape, dtype=np.uint8)
+    on_cpu = AugmentConfig(img_res=64, noise_factor=0.4)
+    on_device = AugmentConfig(img_res=64, noise_factor=0.4, uint8_images=True)
+    params = AugParams(flip=True, rot_deg=17.0, scale_mult=1.1, channel_mult=(0.7, 1.0, 1.35))
+    expected = apply(sample, params, on_cpu, CONV)
+    left = apply(sample, params, on_device, CONV)
+    assert left["img"].dtype == torch.uint8 and left["colour"].tolist() == pytest.approx([0.7, 1.0, 1.35])
+    batch = {"img": left["img"][None].repeat(2, 1, 1, 1), "colour": left["colour"][None].repeat(2, 1)}
+    pair = {"source": dict(batch), "target": {"img": expected["img"][None].clone()}}  # adaptation: nested
+    finished = finish_images(pair)
+    torch.testing.assert_close(finished["source"]["img"][1], expected["img"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(finished["target"]["img"][0], expected["img"])  # float: untouched
+    for key in ("keypoints2d", "keypoints3d", "smpl_global_orient", "smpl_body_pose"):
+        torch.testing.assert_close(left[key], expected[key])
+    with pytest.raises(KeyError, match="colour"):
+        finish_images({"img": left["img"][None]})
+    with pytest.raises(ValueError, match="uint8_images"):
+        AugmentConfig(uint8_images=True, mean=(0.5, 0.5, 0.5))

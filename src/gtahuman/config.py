@@ -125,6 +125,10 @@ class DataConfig:
     num_workers: int = 0
     img_res: int = 224
     augment: bool = True
+    # true: training crops leave the loader as uint8 with their colour multipliers, and colour noise
+    # and normalisation run batched on the training device (a quarter of the bytes per sample
+    # through workers, collation and the copy to a GPU); evaluation crops are finished on the CPU
+    uint8_images: bool = False
     crop_cache: bool = True  # decode person crops from a cache, not full frames
     crop_res: int = 336  # 1.5x the box: img_res 224 at full resolution
     # Stream crops from litdata shards written from the crop cache (needs crop_cache; cached by content)

@@ -105,6 +105,7 @@ def datamodule_arguments(cfg: DictConfig, specs: dict[str, dict[str, SourceSpec]
         val_sets=specs.get("val", {}), test_sets=specs.get("test", {}), batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.data.num_workers > 0, img_res=cfg.data.img_res, augment=cfg.data.augment,
+        uint8_images=cfg.data.uint8_images,
         seed=cfg.run.seed, mode=cfg.data.mode, epoch_length=cfg.data.epoch_length,
         train_probe=cfg.data.train_probe, adaptation_batch=cfg.data.adaptation_batch)
 

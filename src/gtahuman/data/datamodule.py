@@ -24,6 +24,8 @@ its epoch, so even persistent workers augment reproducibly.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
@@ -124,6 +126,7 @@ class MixedDataModule(L.LightningDataModule):
         img_res: int = 224,
         bbox_margin: float = 1.0,
         augment: bool = True,
+        uint8_images: bool = False,  # training crops stay uint8; the system finishes them on the device
         seed: int = 0,
         mode: Mode = "blended",
         epoch_length: int | None = None,
@@ -162,6 +165,7 @@ class MixedDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.epoch_length = batch_size, eval_batch_size, epoch_length
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.augment_cfg = AugmentConfig(img_res=img_res, bbox_margin=bbox_margin)
+        self.uint8_images = uint8_images
         self.augment, self.seed, self.mode, self.drop_last = augment, seed, mode, drop_last
         self.max_bad_samples, self._world_size, self._rank = max_bad_samples, world_size, rank
         if train_probe < 0:
@@ -204,6 +208,8 @@ class MixedDataModule(L.LightningDataModule):
     # -- datasets -------------------------------------------------------------------------------
     def _dataset(self, spec: SourceSpec, offset: int, source_id: int, train: bool) -> IndexDataset:
         cfg = self.augment_cfg
+        if train and self.uint8_images:  # evaluation keeps finished float images: any consumer can read them
+            cfg = dataclasses.replace(cfg, uint8_images=True)
         transform = TrainTransform(cfg, seed=self.seed) if train and self.augment else TestTransform(cfg)
         crops: CropShards | str | None = spec.crop_cache_dir
         if spec.crop_shards_dir is not None:

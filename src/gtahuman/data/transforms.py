@@ -21,6 +21,13 @@ Augmentation (SPIN defaults, reference/spin_vibe_hmr2.md 1.5), in the order appl
 3. per-channel colour multipliers on the crop, clipped to [0, 255];
 4. ImageNet normalisation of RGB/255 to a float32 (3, R, R) tensor.
 
+A uint8 image is warped by OpenCV (`warp.warp_image_uint8`, the fast path every dataset takes),
+any other by the float reference (`warp.warp_image`). With ``AugmentConfig.uint8_images`` steps 3
+and 4 move to the training device: ``img`` stays the uint8 (3, R, R) crop and ``colour`` (3,)
+carries the multipliers, and `finish_images` applies both to a whole batch there (a quarter of
+the bytes through collation, worker queues and the host-to-device copy; no float work per
+sample on the loader's cores).
+
 2D keypoints come out as crop pixels (``keypoints2d_crop``) and in SPIN's normalised form
 ``x_n = 2 x / img_res - 1`` (``keypoints2d``; -1 and 1 are the crop edges). Joints with
 conf <= 0 come out as all zeros. ``smpl_transl`` and other extra keys pass through
@@ -35,20 +42,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from gtahuman.body.camera import crop_pixels_to_normalized
 from gtahuman.body.conventions import flip_permutation, flip_smpl_pose, num_joints
-from gtahuman.body.rotations import (
-    axis_angle_to_matrix,
-    matrix_to_axis_angle,
-    rotation_about_z,
-)
+from gtahuman.body.rotations import rotation_about_z
 from gtahuman.data.warp import (
     compose_affines,
     crop_affine,
     mirror_affine,
     transform_points,
     warp_image,
+    warp_image_uint8,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB on the [0, 1] scale (= 123.675, 116.28, 103.53 / 255)
@@ -80,6 +85,8 @@ class AugmentConfig:
     scale_factor: float = 0.25
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # True: leave colour noise and normalisation to `finish_images` on the device (uint8 ``img``)
+    uint8_images: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,6 +100,8 @@ class AugmentConfig:
             ("scale_factor", 0.0 <= self.scale_factor < 1.0, "in [0, 1)"),
             ("mean", len(self.mean) == 3, "3 values (RGB)"),
             ("std", len(self.std) == 3 and min(self.std) > 0, "3 positive values (RGB)"),
+            ("uint8_images", not self.uint8_images or (tuple(self.mean), tuple(self.std)) == (IMAGENET_MEAN, IMAGENET_STD),
+             "False with another mean or std than ImageNet's (finish_images normalises with ImageNet's)"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -172,11 +181,43 @@ def _check_image(sample: Mapping[str, Any]) -> np.ndarray:
     return image
 
 
-def normalize_image(image_hwc: np.ndarray, cfg: AugmentConfig) -> torch.Tensor:
-    """RGB (R, R, 3) on 0-255 -> float32 (3, R, R): ``(x / 255 - mean) / std``."""
-    mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
-    normalised = (np.asarray(image_hwc, np.float32) / 255.0 - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+def normalize_image(image_hwc: np.ndarray, cfg: AugmentConfig,
+                    colour: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """RGB (R, R, 3) on 0-255 -> float32 (3, R, R): ``(clip(x * colour, 0, 255) / 255 - mean) / std``.
+
+    In place on one float32 copy, made after the (cheap, uint8) transpose: two fused passes
+    instead of six temporaries per sample."""
+    chw = np.asarray(image_hwc).transpose(2, 0, 1).astype(np.float32)  # astype copies into C order
+    if tuple(colour) != (1.0, 1.0, 1.0):
+        chw *= np.asarray(colour, np.float32)[:, None, None]
+        np.clip(chw, 0.0, 255.0, out=chw)
+    std = np.asarray(cfg.std, np.float32)[:, None, None]
+    chw *= 1.0 / (255.0 * std)
+    chw -= np.asarray(cfg.mean, np.float32)[:, None, None] / std
+    return torch.from_numpy(chw)
+
+
+def finish_images(batch: Any) -> Any:
+    """Colour noise and ImageNet normalisation, batched, of every ``img`` left as uint8 by
+    ``AugmentConfig.uint8_images`` (with its ``colour`` multipliers), in place in the batch's
+    dicts (nested ones too: adaptation pairs); float images pass unchanged. Matches the
+    per-sample path: ``(clip(img * colour, 0, 255) / 255 - mean) / std``."""
+    if isinstance(batch, Mapping):
+        img = batch.get("img")
+        if isinstance(img, torch.Tensor) and img.dtype == torch.uint8:
+            if "colour" not in batch:
+                raise KeyError("a uint8 'img' needs its 'colour' multipliers (AugmentConfig.uint8_images)")
+            mean = torch.tensor(IMAGENET_MEAN, device=img.device).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=img.device).view(1, 3, 1, 1)
+            scaled = (img.float() * batch["colour"].float().view(-1, 3, 1, 1)).clamp_(0.0, 255.0)
+            batch["img"] = (scaled / 255.0 - mean) / std
+        for value in batch.values():
+            if isinstance(value, (Mapping, list, tuple)):
+                finish_images(value)
+    elif isinstance(batch, (list, tuple)):
+        for value in batch:
+            finish_images(value)
+    return batch
 
 
 def denormalize_image(img: torch.Tensor, cfg: AugmentConfig) -> np.ndarray:
@@ -189,7 +230,8 @@ def denormalize_image(img: torch.Tensor, cfg: AugmentConfig) -> np.ndarray:
 def _transform_pose(global_orient: np.ndarray, body_pose: np.ndarray, params: AugParams,
                     in_plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if params.rot_deg != 0.0:  # skip the round trip at 0 so angles > pi pass unchanged
-        global_orient = matrix_to_axis_angle(in_plane @ axis_angle_to_matrix(global_orient))
+        # SciPy's quaternion route: as exact near pi as roma's, without torch's per-call overhead
+        global_orient = (Rotation.from_matrix(in_plane) * Rotation.from_rotvec(global_orient)).as_rotvec()
     if params.flip:
         pose = flip_smpl_pose(np.concatenate([global_orient, body_pose]))
         global_orient, body_pose = pose[:3], pose[3:]
@@ -230,8 +272,9 @@ def apply(sample: Mapping[str, Any], params: AugParams, cfg: AugmentConfig,
     affine, _ = crop_affine(center, side, params.rot_deg, res)
     if params.flip:
         affine = compose_affines(mirror_affine(res), affine)
-    crop = warp_image(image, affine, res)
-    crop = np.clip(crop * np.asarray(params.channel_mult, np.float32), 0.0, 255.0)
+    crop = warp_image_uint8(image, affine, res) if image.dtype == np.uint8 else warp_image(image, affine, res)
+    if cfg.uint8_images and crop.dtype != np.uint8:
+        raise ValueError(f"{_where(sample)}: uint8_images needs a uint8 'image'; got {image.dtype}")
 
     in_plane = rotation_about_z(np.asarray(-params.rot_deg, np.float64), degrees=True)
     kp2d_out = np.concatenate([transform_points(affine, kp2d[:, :2]), kp2d[:, 2:]], axis=1)
@@ -249,8 +292,12 @@ def apply(sample: Mapping[str, Any], params: AugParams, cfg: AugmentConfig,
 
     out = {key: _as_tensor(value) for key, value in sample.items() if key != "image"}
     f32 = torch.float32
+    if cfg.uint8_images:
+        out.update(img=torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
+                   colour=torch.tensor(params.channel_mult, dtype=torch.float32))
+    else:
+        out["img"] = normalize_image(crop, cfg, params.channel_mult)
     out.update(
-        img=normalize_image(crop, cfg),
         keypoints2d=torch.as_tensor(kp2d_normalised, dtype=f32),
         keypoints2d_crop=torch.as_tensor(kp2d_out, dtype=f32),
         keypoints3d=torch.as_tensor(kp3d_out, dtype=f32),

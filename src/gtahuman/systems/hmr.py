@@ -45,6 +45,7 @@ from gtahuman.models import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
+from gtahuman.data.transforms import finish_images
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
 from gtahuman.systems.hmr_supervision import PART_LABELS, HMRSupervisionMixin
@@ -294,6 +295,11 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         """Training batches done so far. Lightning's ``global_step`` counts optimiser steps, two
         per batch for variant 'hmr' (discriminator + generator); ramps (DANN) follow batches."""
         return self.global_step if self.automatic_optimization else self.global_step // 2
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Crops the loader left as uint8 (``data.uint8_images``) get their colour noise and
+        normalisation here, batched on the device (`gtahuman.data.transforms.finish_images`)."""
+        return finish_images(batch)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
         total, output, valid, logs = self._objective(batch)
