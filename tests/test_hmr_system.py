@@ -115,6 +115,19 @@ def test_smooth_l1_keypoint_loss_hand_values() -> None:
         Lf.keypoint_2d_loss(pred, gt, torch.ones(1), "huber")
 
 
+def test_keypoint_3d_loss_centres_at_the_extra_regressors_hips_only() -> None:
+    # only the two centring joints move: centred at the mid-point of right_hip_extra and
+    # left_hip_extra, the other 52 joints shift by half the move; centred on any other joints
+    # (e.g. SMPL's own right_hip / left_hip) the loss would see only the two moved joints
+    right, left = joint_index("smpl_54", "right_hip_extra"), joint_index("smpl_54", "left_hip_extra")
+    gt = torch.zeros(1, 54, 4)
+    gt[..., 3] = 1.0
+    pred = gt[..., :3].clone()
+    pred[0, right, 0] += 0.2
+    pred[0, left, 0] += 0.2  # both hips 0.2 m along x: the mid-hip moves 0.2, every other joint is off by 0.2
+    assert Lf.keypoint_3d_loss(pred, gt, torch.ones(1)).item() == pytest.approx(52 * 0.04 / (54 * 3))
+
+
 def test_keypoint_3d_loss_centres_at_mid_hip() -> None:
     right, left = joint_index("smpl_54", "right_hip_extra"), joint_index("smpl_54", "left_hip_extra")
     gt = torch.zeros(1, 54, 4)

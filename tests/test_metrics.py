@@ -113,6 +113,16 @@ def test_pck_and_auc_on_hand_made_errors():
     assert M.auc(pred, gt).item() == pytest.approx(100.0 * (28 + 21 + 20 + 0) / 4 / 31)
 
 
+def test_an_error_exactly_at_the_pck_threshold_is_a_miss():
+    # 0.125 and 0.25 are exact in binary: the distances are exactly the thresholds, no rounding
+    gt = torch.zeros(1, 2, 3, dtype=torch.float64)
+    pred = torch.tensor([[[0.125, 0.0, 0.0], [0.0, 0.25, 0.0]]], dtype=torch.float64)
+    assert M.joint_errors(pred, gt).tolist() == [[0.125, 0.25]]
+    assert M.pck(pred, gt, threshold=0.125).item() == 0.0  # strictly below, as MPI-INF-3DHP's PCK
+    assert M.pck(pred, gt, threshold=0.25).item() == 50.0
+    assert M.pck(pred, gt, threshold=0.2500001).item() == 100.0
+
+
 def quadratic_track(num_frames: int) -> torch.Tensor:
     """x_t = (1.5 t², 2 t², 0) mm for 2 joints: second difference (3, 4, 0) mm, norm 5 mm."""
     t = torch.arange(num_frames, dtype=torch.float64)[:, None]
