@@ -22,7 +22,7 @@ from gtahuman.config import ConfigError
 from gtahuman.data.index import SampleIndex
 from gtahuman.sweep.config import experiment_config, grid_values, load_sweep_config, target_trials
 from gtahuman.data.samplers import SAMPLERS, SamplerConfigError
-from gtahuman.sweep.objective import ValidationReporter, is_not_applicable, suggest_params
+from gtahuman.sweep.objective import ValidationReporter, is_not_applicable, suggest_params, trial_run_id
 from gtahuman.sweep.report import draw_heatmap, heatmap_grid, heatmap_notes
 from gtahuman.sweep.run import run_worker
 from gtahuman.sweep.study import WORKER_ATTR, ask, budget_state, is_surplus, open_storage, open_study, requeue
@@ -171,7 +171,8 @@ def test_three_trial_table7_sweep_writes_its_table(tiny_root: Path, tmp_path: Pa
             continue
         assert t.state == TrialState.COMPLETE
         run_dir = Path(t.user_attrs["run_dir"])
-        assert run_dir == folder / "table7_real050_mini" / str(t.number)
+        assert run_dir == folder / "table7_real050_mini" / trial_run_id(t.number, t.params)
+        assert run_dir.name == f"{t.number}-real_ratio={t.params['real_ratio']:.4g}-total={t.params['total']:.4g}"
         assert t.value == pytest.approx(min(val_log(run_dir)))  # objective: best validation value
         test = json.loads((run_dir / "metrics.json").read_text())["test"]["wild_test"]
         assert t.user_attrs["test/wild_test/pa_mpjpe"] == pytest.approx(test["pa_mpjpe"])
@@ -187,6 +188,11 @@ def test_three_trial_table7_sweep_writes_its_table(tiny_root: Path, tmp_path: Pa
     winner = min(complete, key=lambda t: t.value)
     assert best["number"] == winner.number and best["params"] == winner.params
     assert (folder / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    views = ["history.png", "intermediate.png", "slice.png"] + (["importance.png"] if len(complete) >= 2 else [])
+    for name in views:  # Optuna's views of the study
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG", name
+    if len(complete) < 2:
+        assert any(line.startswith("- `importance.png`: not drawn: needs 2 complete trials") for line in markdown)
 
 
 def test_pruned_trial_is_recorded_as_pruned(tiny_root: Path, tmp_path: Path, single_thread) -> None:

@@ -43,7 +43,7 @@ def test_sweep_whose_trials_all_raise_exits_1_with_the_trials_error(
     err = capsys.readouterr().err
     assert "no trial completed (2 fail)" in err
     assert "first failed trial 0: OSError: [Errno 28] No space left on device (injected)" in err
-    run_dir = tmp_path / "table7_grid" / "table7_real050_mini" / "0"
+    (run_dir,) = (tmp_path / "table7_grid" / "table7_real050_mini").glob("0-real_ratio=*")  # trial 0's folder
     assert f"run directory: {run_dir} (log: {run_dir / 'run.log'})" in err
     assert "validation" not in err
 

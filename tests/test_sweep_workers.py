@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import TINY_OVERRIDES
+from gtahuman.sweep.objective import trial_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"real_ratio": [0.25, 0.5], "total": [0.6667, 1.0]}  # all four cells feasible on the tiny world
@@ -63,7 +64,7 @@ def assert_grid_done_once(study: optuna.Study, workers: int) -> None:
     assert len({t.user_attrs["run_dir"] for t in trials}) == 4
     for t in trials:  # each a complete run directory named by its trial number
         run_dir = Path(t.user_attrs["run_dir"])
-        assert run_dir.name == str(t.number) and (run_dir / "metrics.json").is_file()
+        assert run_dir.name == trial_run_id(t.number, t.params) and (run_dir / "metrics.json").is_file()
     assert len({t.user_attrs["worker"] for t in trials}) == workers
 
 

@@ -1,6 +1,6 @@
 """One sweep trial: the trial's parameters -> an experiment config -> ``gtahuman.train.train``.
 
-Each trial is a normal run directory ``<sweep dir>/<experiment>/<trial number>/`` (config.yaml,
+Each trial is a normal run directory ``<sweep dir>/<experiment>/<number>-<param>=<value>.../`` (config.yaml,
 checkpoints, metrics.json, predictions), made by the same ``train(cfg)`` as ``experiments.run``.
 The objective is the best value of a validation metric over the run's validations (the value
 that chose best.ckpt when the metric is ``eval.monitor``); the test metrics of the best
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,21 @@ def _run_log_scope() -> Iterator[None]:
             handler.close()
 
 
+def trial_run_id(trial_number: int, params: dict[str, Any]) -> str:
+    """A trial's folder name: its number, then its parameters (``7-real_ratio=0.25-total=2``), so
+    a listing of the sweep reads as its grid; characters outside ``[A-Za-z0-9._=+-]`` become ``_``."""
+    parts = [str(trial_number)]
+    for key, value in params.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        parts.append(f"{str(key).rsplit('.', 1)[-1]}={shown}")
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+
+
 def trial_config(cfg: DictConfig, params: dict[str, Any], trial_number: int, sweep_path: Path,
                  config_dir: Path | str = DEFAULT_CONFIG_DIR) -> DictConfig:
-    """The experiment config of trial ``trial_number``: its run directory is under the sweep's."""
-    extra = [f"run.output_root={sweep_path}", f"run.run_id={trial_number}", "run.resume=false"]
+    """The experiment config of trial ``trial_number``: its run directory is under the sweep's,
+    named by `trial_run_id`."""
+    extra = [f"run.output_root={sweep_path}", f"run.run_id={trial_run_id(trial_number, params)}", "run.resume=false"]
     exp = experiment_config(cfg, params, config_dir, extra=extra)
     if str(exp.trainer.devices) == "auto":  # a worker is one device; Lightning's auto takes them all
         exp = experiment_config(cfg, params, config_dir, extra=[*extra, "trainer.devices=1"])

@@ -1,5 +1,8 @@
-"""What a sweep leaves in its folder: the trial table (CSV + Markdown), the best trial, and for
-two parameters a heat map (paper Table 7: real ratio x total amount).
+"""What a sweep leaves in its folder: the trial table (CSV + Markdown), the best trial, for
+two parameters a heat map (paper Table 7: real ratio x total amount), and Optuna's own views of
+the study: optimisation history, intermediate values (every validation), slices over each
+parameter and parameter importances (its matplotlib backend). A view the study cannot give yet
+(importances need two complete trials) is listed in trials.md with the reason instead.
 
 Rows are the trials the study has run or is running (queued ones are left out): number, state,
 objective, parameters, test metrics, run directory, and why a trial failed, was not applicable
@@ -23,6 +26,9 @@ from gtahuman.atomic import atomic_open, atomic_write_text
 from gtahuman.sweep.config import grid_values
 
 TABLE_CSV, TABLE_MD, BEST_JSON, HEATMAP_PNG = "trials.csv", "trials.md", "best.json", "heatmap.png"
+# file -> (Optuna's matplotlib view, complete trials it needs)
+OPTUNA_VIEWS = {"history.png": ("plot_optimization_history", 1), "intermediate.png": ("plot_intermediate_values", 1),
+                "slice.png": ("plot_slice", 1), "importance.png": ("plot_param_importances", 2)}
 
 
 def trial_rows(study: optuna.Study, param_names: list[str]) -> list[dict[str, Any]]:
@@ -152,6 +158,47 @@ def draw_heatmap(panels: list[tuple[str, np.ndarray]], notes: np.ndarray, row_pa
     return fig
 
 
+def draw_optuna_views(study: optuna.Study, out_dir: Path, metric: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """Optuna's views of the study as PNGs (written, skipped with the reason)."""
+    import warnings
+
+    import matplotlib.pyplot as plt  # Optuna's views draw on pyplot figures; each is closed after saving
+    from optuna.visualization import matplotlib as views
+
+    complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    written, skipped = {}, {}
+    for name, (view, needed) in OPTUNA_VIEWS.items():
+        if complete < needed:
+            skipped[name] = f"needs {needed} complete trials; the study has {complete}"
+            continue
+        kwargs = {} if view == "plot_intermediate_values" else {"target_name": f"{metric} (objective)"}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = getattr(views, view)(study, **kwargs)
+        except (ValueError, RuntimeError) as err:  # e.g. importances when no parameter varies yet
+            skipped[name] = str(err).splitlines()[0]
+            continue
+        first = np.ravel(axes)[0]
+        fig = first.figure
+        caution = "; fewer than 10: noise, not evidence" if view == "plot_param_importances" and complete < 10 else ""
+        title = fig._suptitle.get_text() if fig._suptitle else (first.get_title() or first.get_title(loc="left"))
+        fig.suptitle(f"{title} "
+                     f"({complete} complete trials{caution})", fontsize=10)
+        if view == "plot_intermediate_values":
+            first.set_ylabel(f"{metric} at each validation")
+            first.set_xlabel("validation (reported step)")
+            first.set_title("")
+        elif view != "plot_slice":
+            first.set_title("")
+            first.set_title("", loc="left")
+        with atomic_open(out_dir / name, "wb") as handle:  # workers ending together must not interleave bytes
+            fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written[name.removesuffix(".png")] = out_dir / name
+    return written, skipped
+
+
 def heatmap_axes(cfg: DictConfig) -> tuple[str, str] | None:
     """The two parameters of the heat map: the configured ones, else (a grid sweep) the first
     two of the space; None when there is nothing to draw as a grid."""
@@ -163,12 +210,18 @@ def heatmap_axes(cfg: DictConfig) -> tuple[str, str] | None:
 
 
 def write_report(study: optuna.Study, cfg: DictConfig, out_dir: Path, metric: str) -> dict[str, Path]:
-    """Write trials.csv, trials.md, best.json and (for two discrete parameters) heatmap.png."""
+    """Write trials.csv, trials.md, best.json, Optuna's views and (for two discrete parameters)
+    heatmap.png."""
     names = list(cfg.space.keys())
     rows = trial_rows(study, names)
     written = {"csv": out_dir / TABLE_CSV, "markdown": out_dir / TABLE_MD, "best": out_dir / BEST_JSON}
     atomic_write_text(written["csv"], to_csv(rows))
-    atomic_write_text(written["markdown"], f"# Sweep {cfg.name}: {metric} ({cfg.direction})\n\n" + to_markdown(rows))
+    views, skipped = draw_optuna_views(study, out_dir, metric)
+    figures = [f"- `{path.name}`" for path in views.values()] + [f"- `{name}`: not drawn: {why}"
+                                                                  for name, why in skipped.items()]
+    atomic_write_text(written["markdown"], f"# Sweep {cfg.name}: {metric} ({cfg.direction})\n\n" + to_markdown(rows)
+                      + "\n## Figures\n\n" + "\n".join(figures) + "\n")
+    written.update(views)
     best = best_trial(study)
     summary = {"study": cfg.name, "metric": metric, "direction": cfg.direction,
                "finished": sum(r["state"] != "RUNNING" for r in rows)}
