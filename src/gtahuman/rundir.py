@@ -99,6 +99,49 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def slurm_run_id(env: Mapping[str, str] = os.environ) -> str | None:
+    """Inside a SLURM job, a run id that a requeued job gets again: ``slurm-<job id>`` (an array
+    task: ``slurm-<array job id>_<task id>``). None outside SLURM."""
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return f"slurm-{env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else None
+
+
+def slurm_restarts(env: Mapping[str, str] = os.environ) -> int:
+    """How often SLURM has requeued this job (``SLURM_RESTART_COUNT``; 0 on its first start)."""
+    try:
+        return int(env.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def continue_requeued_job(cfg: DictConfig, env: Mapping[str, str] = os.environ) -> str | None:
+    """A SLURM job requeued (Lightning's auto-requeue after the requeue signal, or ``scontrol
+    requeue``) runs its batch script again, i.e. the very command that started the run. So in a
+    SLURM job the default run id is `slurm_run_id`, and on a restart of the job the run it
+    started is continued (``run.resume=true``) when its folder holds a config.yaml. Returns what
+    was changed, for the log (None: nothing)."""
+    said = []
+    OmegaConf.set_struct(cfg, False)
+    if not cfg.run.run_id and slurm_run_id(env):
+        cfg.run.run_id = slurm_run_id(env)
+        said.append(f"run.run_id={cfg.run.run_id} (the SLURM job's)")
+    path = Path(cfg.run.output_root) / cfg.experiment / str(cfg.run.run_id)
+    if cfg.run.run_id and not cfg.run.resume and slurm_restarts(env) > 0 and (path / CONFIG_FILE).is_file():
+        cfg.run.resume = True
+        said.append(f"run.resume=true (SLURM_RESTART_COUNT={slurm_restarts(env)}: this job was requeued)")
+    OmegaConf.set_struct(cfg, True)
+    return ", ".join(said) or None
+
+
+def resume_checkpoint(run: "RunDir") -> Path | None:
+    """What a resume continues from: the newer of checkpoints/last.ckpt (this suite's: every epoch
+    end, and at a SIGINT / SIGTERM) and Lightning's hpc_ckpt_<n>.ckpt in the run folder (its SLURM
+    plugin writes one at the requeue signal); None when the run left neither."""
+    candidates = [p for p in (run.last_checkpoint, *run.path.glob("hpc_ckpt_*.ckpt")) if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
 def new_run_id() -> str:
     """A default run id: the local time to the second plus 4 random hex digits
     (``20261206-234501-3fa9``), so that runs started in the same second get different ids."""

@@ -45,7 +45,7 @@ from gtahuman.run_data import (
     write_train_factors,
 )
 from gtahuman.run_trainer import build_trainer, evaluate_test_sets, open_run_dir, write_predictions
-from gtahuman.rundir import attach_log, resume_record_callbacks
+from gtahuman.rundir import attach_log, continue_requeued_job, resume_checkpoint, resume_record_callbacks
 from gtahuman.systems.hmr import HMRSystem
 from gtahuman.threads import apply_thread_policy
 
@@ -156,9 +156,12 @@ def train_image(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[s
     body_dir = ensure_assets(cfg)
     dm = image_datamodule(cfg, body_dir)
     rank = int(rank_zero_only.rank)  # from the launcher's environment; only rank 0 writes the run directory
+    requeue = continue_requeued_job(cfg)  # SLURM: the job's own run id; a requeued job continues it
     run = open_run_dir(cfg, rank)
     logger = attach_log(run) if rank == 0 else log
     logger.info("run %s: experiment %s, %d torch threads", run.path, cfg.experiment, threads)
+    if requeue:
+        logger.info("SLURM: %s", requeue)
     dropped = dropped_at_prepare([*dm.train_sources, *dm.val_sets.values(), *dm.test_sets.values()])
     log_dropped(dropped, logger)  # samples prepare left out (missing images, empty boxes): run.log names them
     prior = None
@@ -186,8 +189,9 @@ def train_image(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[s
     system = build_system(cfg, body_dir, dm, prior, world_size=trainer.world_size, initial_estimate=initial)
     ckpt = None
     if cfg.run.resume:
-        if run.last_checkpoint.is_file():
-            ckpt = str(run.last_checkpoint)
+        newest = resume_checkpoint(run)
+        if newest is not None:
+            ckpt = str(newest)
             logger.info("resuming from %s", ckpt)
         else:  # interrupted before its first checkpoint: nothing to continue from
             logger.warning("run.resume=true but %s does not exist; training from the start", run.last_checkpoint)
