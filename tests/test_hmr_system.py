@@ -6,6 +6,7 @@ GT comes from random SMPL parameters through the toy body (nothing is rendered).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import lightning as L
 import numpy as np
@@ -19,6 +20,7 @@ from gtahuman.body.rotations import rot6d_to_matrix
 from gtahuman.body.smpl import BodyModel, GenderedBodyModel
 from gtahuman.evaluation import H36M_TO_J14, get_protocol
 from gtahuman.systems import HMRSystem, effective_learning_rate
+from gtahuman.config import LossWeights
 from gtahuman.systems import losses as Lf
 
 IMG_RES = 64
@@ -199,6 +201,20 @@ def test_masks_remove_samples_from_training_losses(body_dir: str) -> None:
     assert all(v.item() == 0.0 for v in zero.values())
 
 
+def test_loss_weights_are_typed_in_the_system_plain_in_its_hyper_parameters(body_dir: str) -> None:
+    system = make_system(body_dir, loss_weights={"smpl_pose": 3.0, "parts": 0.0})
+    assert system.loss_weights.smpl_pose == 3.0 and system.loss_weights.keypoints2d == 300.0  # the rest: defaults
+    assert system.hparams.loss_weights == {**asdict(LossWeights()), "smpl_pose": 3.0, "parts": 0.0}
+    assert type(system.hparams.loss_weights) is dict  # a checkpoint's loader reads it without running code
+    # a checkpoint written before LossWeights passes loss_<term>=w: read into the same weights
+    legacy = make_system(body_dir, loss_pose=3.0, loss_parts=0.0)
+    assert legacy.loss_weights == system.loss_weights and "loss_pose" not in legacy.hparams
+    with pytest.raises(ValueError, match="no loss term 'pose'; the terms: keypoints2d"):
+        make_system(body_dir, loss_weights={"pose": 1.0})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'loss_motion'"):
+        make_system(body_dir, loss_motion=1.0)
+
+
 def test_the_systems_keypoint_terms_use_the_configured_element_loss(body_dir: str) -> None:
     batch = make_batch(body_dir)
     batch["keypoints3d"][..., :3] *= 3.0  # errors beyond SmoothL1's beta of 1 m, where the two losses part
@@ -225,7 +241,7 @@ def test_the_systems_keypoint_terms_use_the_configured_element_loss(body_dir: st
     ("smpl", ("keypoints2d", "keypoints3d"), ("smpl_body_pose", "smpl_betas")),
 ])
 def test_supervision_toggles_zero_the_right_gradients(body_dir: str, supervision: str, off, on) -> None:
-    system = make_system(body_dir, supervision=supervision, loss_vertices=1.0).eval()
+    system = make_system(body_dir, supervision=supervision, loss_weights={"vertices": 1.0}).eval()
     batch = make_batch(body_dir)
     for key in off + on:
         batch[key] = batch[key].clone().requires_grad_(True)

@@ -73,7 +73,7 @@ def test_heatmap_stride_sets_the_grid_the_keypoints_are_read_on(stride: int, cel
 def test_system_supervises_the_direct_keypoints_and_the_gradient_reaches_the_heatmaps(toy_body_dir: Path) -> None:
     torch.manual_seed(0)
     system = HMRSystem(str(toy_body_dir), arch="hmr_kp", backbone="plain8", img_res=IMG_RES,
-                       regressor_args={"num_keypoints": 24, "lift_hidden": 16}, loss_keypoints2d_direct=7.0)
+                       regressor_args={"num_keypoints": 24, "lift_hidden": 16}, loss_weights={"keypoints2d_direct": 7.0})
     g = torch.Generator().manual_seed(1)
     n = 3
     batch = {"img": torch.randn(n, 3, IMG_RES, IMG_RES, generator=g),
@@ -136,7 +136,7 @@ def test_training_on_the_tiny_world_lowers_the_keypoint_error_and_checkpoints_re
     sets = {name: prepare_source(name, cfg.data.train[name], cfg, body_dir) for name in ("real_indoor", "gta")}
     dm = MixedDataModule(test_sets=sets, batch_size=64, img_res=cfg.data.img_res, augment=False)
     trained = HMRSystem.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
-    assert trained.hparams.arch == "hmr_kp" and trained.hparams.loss_keypoints2d_heatmap == 5.0
+    assert trained.hparams.arch == "hmr_kp" and trained.loss_weights.keypoints2d_heatmap == 5.0
     L.seed_everything(cfg.run.seed, verbose=False)
     initial = HMRSystem(**trained.hparams)
     errors = {"initial": 0.0, "trained": 0.0}

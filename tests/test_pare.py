@@ -169,7 +169,7 @@ def test_system_adds_the_part_term_only_when_the_batch_has_part_labels(system: H
     expected = -picked[[0, 2]].mean()
     assert with_parts["parts"].item() == pytest.approx(expected.item(), rel=1e-5)
     added = with_parts["total"] - plain["total"]
-    assert added.item() == pytest.approx(system.hparams.loss_parts * expected.item(), rel=1e-4)
+    assert added.item() == pytest.approx(system.loss_weights.parts * expected.item(), rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- public checkpoint

@@ -141,7 +141,7 @@ def test_pare_system_trains_on_rendered_labels_unless_told_to_use_the_batchs(min
     assert "parts" not in without
     assert terms["parts"].item() == pytest.approx(expected.item(), rel=1e-6)
     added = terms["total"] - without["total"]
-    assert added.item() == pytest.approx(rendered.hparams.loss_parts * expected.item(), rel=1e-4)
+    assert added.item() == pytest.approx(rendered.loss_weights.parts * expected.item(), rel=1e-4)
     with pytest.raises(ValueError, match="part_labels must be one of"):
         HMRSystem(str(body_dir), arch="pare", backbone="mobilenetv3_small_050", img_res=64, part_labels="masks")
 

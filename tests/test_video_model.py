@@ -128,7 +128,7 @@ def window_batch(system: TemporalSystem, x: torch.Tensor) -> dict[str, torch.Ten
 def make_system(toy_body_dir, **kwargs) -> TemporalSystem:
     torch.manual_seed(0)
     system = TemporalSystem(str(toy_body_dir), feature_dim=F, img_res=IMG_RES, hidden_size=16, num_layers=1,
-                            loss_camera=0.0, **kwargs)
+                            loss_weights={"camera": 0.0}, **kwargs)
     system.regressor.load_frame_head(trained_looking_head(F).state_dict())
     return system.eval()
 

@@ -25,9 +25,9 @@ and ``train()`` calls first.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -150,6 +150,37 @@ class LossWeights:
     parts: float = 60.0  # PARE's part segmentation (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60); arch pare only
     keypoints2d_direct: float = 100.0  # L1 on the keypoint branch's soft-argmax 2D keypoints; arch hmr_kp only
     keypoints2d_heatmap: float = 0.0  # cross-entropy of its heatmaps against Gaussians at the labels; hmr_kp only
+
+
+# The systems' keyword arguments before they took one LossWeights (checkpoints written then carry them).
+LEGACY_LOSS_ARGUMENTS = {"loss_keypoints2d": "keypoints2d", "loss_keypoints3d": "keypoints3d",
+                         "loss_keypoints3d_aligned": "keypoints3d_aligned", "loss_pose": "smpl_pose",
+                         "loss_betas": "smpl_betas", "loss_camera": "camera", "loss_vertices": "vertices",
+                         "loss_adversarial": "adversarial", "loss_parts": "parts",
+                         "loss_keypoints2d_direct": "keypoints2d_direct",
+                         "loss_keypoints2d_heatmap": "keypoints2d_heatmap"}
+
+
+def loss_weights_from(value: "LossWeights | Mapping[str, float] | None", legacy: Mapping[str, float] | None = None,
+                      owner: str = "the system", **defaults: float) -> LossWeights:
+    """A system's typed loss weights: from a LossWeights, a mapping of some of its fields (the
+    config section, a checkpoint's hyper-parameters) or None, over the schema's defaults changed by
+    ``defaults``; ``legacy``: the ``loss_<term>`` keywords of older checkpoints. A name that is no
+    loss term, or a negative weight, is an error naming the valid terms."""
+    valid = [f.name for f in fields(LossWeights)]
+    given = dict(defaults)
+    given.update(asdict(value) if isinstance(value, LossWeights) else dict(value or {}))
+    for name, weight in (legacy or {}).items():
+        if name not in LEGACY_LOSS_ARGUMENTS:
+            raise TypeError(f"{owner}: unexpected keyword argument {name!r}")
+        given[LEGACY_LOSS_ARGUMENTS[name]] = weight
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"{owner}: no loss term {', '.join(map(repr, unknown))}; the terms: {', '.join(valid)}")
+    negative = {k: v for k, v in given.items() if float(v) < 0}
+    if negative:
+        raise ValueError(f"{owner}: loss weights must be >= 0; got {negative}")
+    return LossWeights(**{k: float(v) for k, v in given.items()})
 
 
 @dataclass

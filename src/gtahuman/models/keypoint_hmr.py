@@ -15,7 +15,7 @@ regression, Sun et al. 2018, reads coordinates off a heatmap by a soft-argmax). 
    none between them) and feeds [pooled stride-32 feature, lifted keypoints] to `HMRHead`.
 
 The system supervises the soft-argmax keypoints directly against the batch's 2D keypoints
-(``loss_keypoints2d_direct``; every source has them, also the keypoint-only one), and the SMPL
+(``loss_weights.keypoints2d_direct``; every source has them, also the keypoint-only one), and the SMPL
 output as for HMR. Gradients flow end to end: the keypoints are a bottleneck the 3D losses can
 also shape. This is not the paper's HMR; it is the mini world's from-scratch CPU model, and every
 report names the arch.

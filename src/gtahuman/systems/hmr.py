@@ -22,6 +22,7 @@ in `hmr_supervision.HMRSupervisionMixin`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -45,6 +46,7 @@ from gtahuman.models import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
+from gtahuman.config import LossWeights, loss_weights_from
 from gtahuman.data.transforms import finish_images
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
@@ -96,19 +98,20 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     ``adaptation``: a module ``forward(source_features, target_features, source_params,
     target_params, step) -> (loss, logs)`` (params = predicted [pose 6D, betas, cam], (B, 157)),
     or a name in ``gtahuman.adaptation.ADAPTATIONS`` built with ``feature_dim`` +
-    ``adaptation_args``; its loss is multiplied by ``loss_adaptation`` and its parameters join
+    ``adaptation_args``; its loss is multiplied by ``loss_adaptation`` (the DA objective's weight,
+    ``adaptation.weight``, not a supervised term of ``loss_weights``) and its parameters join
     the main optimiser. Under DDP, variant 'hmr' (two backward passes per step) needs
     ``strategy='ddp_find_unused_parameters_true'``.
     ``arch``: 'hmr' (backbone + IEF head) or a name in `gtahuman.models.REGRESSORS` (e.g. 'pare'),
-    built from the same backbone / mean-parameter arguments into ``regressor``. ``loss_parts``
+    built from the same backbone / mean-parameter arguments into ``regressor``. ``loss_weights.parts``
     weighs the part-segmentation term, active for regressors with ``part_logits`` (PARE) on
     batches with ``part_labels`` (B, H, W) (and optional ``has_part_labels``) or, with
     ``part_labels='render_gt'``, on labels rasterised from the ground-truth mesh of samples with
     SMPL (`render_part_labels`); PARE's weight is 60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
     ``regressor_args``: extra keyword arguments of the ``arch``'s builder.
-    ``loss_keypoints2d_direct`` weighs the L1 term on the 2D keypoints a keypoint branch reads
+    ``loss_weights.keypoints2d_direct`` weighs the L1 term on the 2D keypoints a keypoint branch reads
     off the image (``keypoints2d_direct``: arch 'hmr_kp'), before the body model, and
-    ``loss_keypoints2d_heatmap`` the cross-entropy of its heatmaps against Gaussians at the labels.
+    ``loss_weights.keypoints2d_heatmap`` the cross-entropy of its heatmaps against Gaussians at the labels.
     ``initial_estimate``: where the iterative regressor starts, ``{'pose': (24, 3) axis-angle,
     'betas': (10,)}``; None = the body directory's SMPL mean parameters. HMR's mean parameters
     were the mean of its own training data: the training data's best constant
@@ -127,17 +130,11 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         head_dropout: float = 0.5,  # SPIN's regressor; a short from-scratch run learns faster without
         supervision: str = "both",
         supervision_sources: list[int] | None = None,
-        # Loss weights: SPIN's total is 60 x (5 L2D + 5 L3D + 1 pose + 0.001 betas + 0 vertices
-        # + camera prior) (reference/spin_vibe_hmr2.md 1.7); adversarial 1 as mmhuman3d's HMR.
-        loss_keypoints2d: float = 300.0,
-        loss_keypoints3d: float = 300.0,
+        # Loss weights (gtahuman.config.LossWeights: a mapping of some of its terms, or one): the
+        # defaults are SPIN's total, 60 x (5 L2D + 5 L3D + 1 pose + 0.001 betas + 0 vertices +
+        # camera prior) (reference/spin_vibe_hmr2.md 1.7); adversarial 1 as mmhuman3d's HMR.
+        loss_weights: LossWeights | Mapping[str, float] | None = None,
         keypoint_loss: str = "mse",  # element loss of both keypoint terms: mse (SPIN) | smooth_l1 (mmhuman3d)
-        loss_keypoints3d_aligned: float = 0.0,  # not SPIN's: 3D joints after rotation onto the GT
-        loss_pose: float = 60.0,
-        loss_betas: float = 0.06,
-        loss_camera: float = 60.0,
-        loss_vertices: float = 0.0,
-        loss_adversarial: float = 1.0,
         loss_adaptation: float = 1.0,
         lr: float = 5e-5,  # SPIN's Adam lr at batch 64
         disc_lr: float = 1e-4,  # mmhuman3d HMR
@@ -162,13 +159,15 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         sim2real_source_ids: list[int] | None = None,
         arch: str = "hmr",
         regressor_args: dict[str, Any] | None = None,
-        loss_parts: float = 60.0,
-        loss_keypoints2d_direct: float = 100.0,
-        loss_keypoints2d_heatmap: float = 0.0,
         part_labels: str = "render_gt",
         initial_estimate: dict[str, list] | None = None,
+        **legacy_loss_weights: float,  # loss_<term>=w of checkpoints written before LossWeights
     ) -> None:
         super().__init__()
+        # Typed here, plain in the hyper-parameters (a dict the checkpoint loader reads without code)
+        self.loss_weights = loss_weights_from(loss_weights, legacy_loss_weights, owner="HMRSystem")
+        loss_weights = asdict(self.loss_weights)
+        legacy_loss_weights.clear()
         # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
         self.save_hyperparameters(ignore=["adaptation"] if isinstance(adaptation, nn.Module) else None)
         for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
@@ -325,7 +324,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
             g_adv = lsgan_generator_loss(self.discriminator(fake_rotmat, fake_betas))
         else:
             g_adv = output.cam.sum() * 0.0
-        total = total + self.hparams.loss_adversarial * g_adv
+        total = total + self.loss_weights.adversarial * g_adv
         opt_g.zero_grad()
         self.manual_backward(total)
         if self.hparams.manual_clip_norm:  # Lightning clips automatic optimisation only

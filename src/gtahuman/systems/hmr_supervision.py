@@ -31,7 +31,8 @@ _REQUIRED_KEYS = ("img", "keypoints2d", "keypoints3d", "smpl_global_orient", "sm
 
 
 class HMRSupervisionMixin:
-    """Needs from the system: ``hparams`` (loss weights, supervision, img_res, part_labels),
+    """Needs from the system: ``loss_weights`` (gtahuman.config.LossWeights), ``hparams``
+    (keypoint_loss, supervision, img_res, part_labels),
     ``focal_length``, ``_body(name, device)``, ``predict_joints54``, ``predict_body`` and a
     ``_vertex_parts`` slot (None until first use)."""
 
@@ -84,14 +85,14 @@ class HMRSupervisionMixin:
 
     def _supervised_terms(self, batch: Mapping[str, Tensor], output: HMROutput,
                           pred_body: BodyOutput | None) -> dict[str, Tensor]:
-        hp = self.hparams
-        if pred_body is None and hp.loss_vertices:
+        hp, w = self.hparams, self.loss_weights
+        if pred_body is None and w.vertices:
             pred_body = self.predict_body(output)
         joints54 = pred_body.joints54 if pred_body is not None else self.predict_joints54(output)
         masks = self._sample_masks(batch)
-        weights = {"keypoints2d": hp.loss_keypoints2d, "keypoints3d": hp.loss_keypoints3d,
-                   "keypoints3d_aligned": hp.loss_keypoints3d_aligned, "pose": hp.loss_pose,
-                   "betas": hp.loss_betas, "vertices": hp.loss_vertices, "camera": hp.loss_camera}
+        weights = {"keypoints2d": w.keypoints2d, "keypoints3d": w.keypoints3d,
+                   "keypoints3d_aligned": w.keypoints3d_aligned, "pose": w.smpl_pose,
+                   "betas": w.smpl_betas, "vertices": w.vertices, "camera": w.camera}
         cam, rotmat, betas = output.cam.float(), output.rotmat.float(), output.betas.float()
         terms: dict[str, Tensor] = {}
         if weights["keypoints2d"]:
@@ -117,20 +118,20 @@ class HMRSupervisionMixin:
         if weights["camera"]:
             terms["camera"] = Lf.camera_prior(cam, masks["valid"])
         direct = getattr(output, "keypoints2d_direct", None)  # regressors with a keypoint branch (hmr_kp)
-        weights["keypoints2d_direct"] = hp.loss_keypoints2d_direct
-        if hp.loss_keypoints2d_direct and direct is not None:
+        weights["keypoints2d_direct"] = w.keypoints2d_direct
+        if w.keypoints2d_direct and direct is not None:
             terms["keypoints2d_direct"] = Lf.keypoint_2d_l1_loss(direct.float(), batch["keypoints2d"].float(),
                                                                  masks["keypoints2d"])
         heat = getattr(output, "keypoint_logits", None)
-        weights["keypoints2d_heatmap"] = hp.loss_keypoints2d_heatmap
-        if hp.loss_keypoints2d_heatmap and heat is not None:
+        weights["keypoints2d_heatmap"] = w.keypoints2d_heatmap
+        if w.keypoints2d_heatmap and heat is not None:
             terms["keypoints2d_heatmap"] = heatmap_cross_entropy(heat, batch["keypoints2d"], masks["keypoints2d"])
         part_logits = getattr(output, "part_logits", None)  # regressors with a part branch (PARE)
-        weights["parts"] = hp.loss_parts
-        if hp.loss_parts and part_logits is not None and "part_labels" in batch:
+        weights["parts"] = w.parts
+        if w.parts and part_logits is not None and "part_labels" in batch:
             has_parts = batch["has_part_labels"].reshape(-1) > 0 if "has_part_labels" in batch else masks["valid"]
             terms["parts"] = part_segmentation_loss(part_logits, batch["part_labels"], masks["valid"] & has_parts)
-        elif hp.loss_parts and part_logits is not None and hp.part_labels == "render_gt":
+        elif w.parts and part_logits is not None and hp.part_labels == "render_gt":
             labels, fitted = self.render_part_labels(batch, gt_pose, gt_betas, part_logits.shape[-1])
             terms["parts"] = part_segmentation_loss(part_logits, labels, masks["smpl"] & fitted)
         terms["total"] = sum((weights[k] * v for k, v in terms.items()), cam.sum() * 0.0)

@@ -23,6 +23,7 @@ so every run reports frame model vs temporal model side by side.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -36,6 +37,7 @@ from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
 from gtahuman.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from gtahuman.body.smpl import BodyModel
+from gtahuman.config import LossWeights, loss_weights_from
 from gtahuman.evaluation import Protocol, evaluate_joints, summarize
 from gtahuman.models import HMROutput, lsgan_discriminator_loss, lsgan_generator_loss
 from gtahuman.systems.hmr import SPIN_CROP_RES, SPIN_FOCAL
@@ -91,11 +93,9 @@ class TemporalSystem(HMREvaluationMixin, L.LightningModule):
         zero_init: bool = True,
         motion_discriminator: bool = False,
         motion_bank_path: str | None = None,
-        loss_keypoints2d: float = 300.0,
-        loss_keypoints3d: float = 300.0,
-        loss_pose: float = 60.0,
-        loss_betas: float = 0.06,
-        loss_camera: float = 0.0,
+        # The frame system's LossWeights (its keypoints2d, keypoints3d, smpl_pose, smpl_betas and
+        # camera terms apply per frame); default: SPIN's, without the camera prior (VIBE has none)
+        loss_weights: LossWeights | Mapping[str, float] | None = None,
         loss_motion: float = 0.5,
         lr: float = 5e-5,
         disc_lr: float = 1e-4,
@@ -108,8 +108,12 @@ class TemporalSystem(HMREvaluationMixin, L.LightningModule):
         eval_sets: list[str] | None = None,
         eval_protocols: dict[str, str] | None = None,
         feature_samples: int = 0,
+        **legacy_loss_weights: float,  # loss_<term>=w of checkpoints written before LossWeights
     ) -> None:
         super().__init__()
+        self.loss_weights = loss_weights_from(loss_weights, legacy_loss_weights, owner="TemporalSystem", camera=0.0)
+        loss_weights = asdict(self.loss_weights)  # plain in the hyper-parameters
+        legacy_loss_weights.clear()
         self.save_hyperparameters()
         if schedule not in SCHEDULES or (schedule == "step" and not milestones):
             raise ValueError(f"TemporalSystem: schedule must be one of {SCHEDULES} (step needs milestones), "
@@ -157,8 +161,9 @@ class TemporalSystem(HMREvaluationMixin, L.LightningModule):
             body = self._body("neutral", cam.device)(betas, rotmat[:, 1:], rotmat[:, :1])
             valid = frames["valid"] > 0
             smpl = valid & (frames["has_smpl"] > 0)
-            weights = {"keypoints2d": hp.loss_keypoints2d, "keypoints3d": hp.loss_keypoints3d, "pose": hp.loss_pose,
-                       "betas": hp.loss_betas, "camera": hp.loss_camera}
+            w = self.loss_weights
+            weights = {"keypoints2d": w.keypoints2d, "keypoints3d": w.keypoints3d, "pose": w.smpl_pose,
+                       "betas": w.smpl_betas, "camera": w.camera}
             terms: dict[str, Tensor] = {}
             if weights["keypoints2d"]:
                 _, projected = project_to_crop(body.joints54, cam, self.focal_length, hp.img_res)

@@ -32,7 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gtahuman.config import ConfigError
 from gtahuman.data.datamodule import SourceSpec
@@ -192,8 +192,7 @@ def temporal_arguments(cfg: DictConfig, body_dir: Path, frame_model: HMRSystem, 
         head_dropout=float(frame_model.head.drop1.p), hidden_size=v.hidden_size,
         num_layers=v.num_layers, bidirectional=v.bidirectional, residual=v.residual, zero_init=v.zero_init,
         motion_discriminator=v.motion_discriminator, motion_bank_path=motion_bank,
-        loss_keypoints2d=w.keypoints2d, loss_keypoints3d=w.keypoints3d, loss_pose=w.smpl_pose, loss_betas=w.smpl_betas,
-        loss_camera=w.camera, loss_motion=v.motion_loss_weight, lr=o.lr, disc_lr=o.disc_lr,
+        loss_weights=OmegaConf.to_container(w), loss_motion=v.motion_loss_weight, lr=o.lr, disc_lr=o.disc_lr,
         weight_decay=o.weight_decay, schedule=o.schedule, milestones=list(o.milestones) or None, gamma=o.gamma,
         frame_checkpoint=str(frame_path), eval_protocol=cfg.eval.protocol,
         eval_protocols=dict(cfg.eval.protocols) or None, feature_samples=cfg.model.feature_samples)
