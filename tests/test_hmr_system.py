@@ -20,7 +20,7 @@ from gtahuman.body.rotations import rot6d_to_matrix
 from gtahuman.body.smpl import BodyModel, GenderedBodyModel
 from gtahuman.evaluation import H36M_TO_J14, get_protocol
 from gtahuman.systems import HMRSystem, effective_learning_rate
-from gtahuman.config import LossWeights
+from gtahuman.config_schema import LossWeights
 from gtahuman.systems import losses as Lf
 
 IMG_RES = 64

@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # (the modules a contract covers, the modules they must not import, why)
 FORBIDDEN = [
     (("gtahuman.body", "gtahuman.metrics", "gtahuman.registry", "gtahuman.atomic", "gtahuman.pickle_globals",
-      "gtahuman.config", "gtahuman.config_names", "gtahuman.config_checks", "gtahuman.data.formats"),
+      "gtahuman.config", "gtahuman.config_schema", "gtahuman.config_names", "gtahuman.config_checks",
+      "gtahuman.data.formats"),
      ("gtahuman.data.", "gtahuman.models", "gtahuman.systems", "gtahuman.adaptation", "gtahuman.video",
       "gtahuman.fitting", "gtahuman.run_", "gtahuman.train", "gtahuman.sweep", "gtahuman.check"),
      "the foundation (body model, metrics, file formats, config) knows nothing of what is built on it"),

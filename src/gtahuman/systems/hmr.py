@@ -46,7 +46,7 @@ from gtahuman.models import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
-from gtahuman.config import LossWeights, loss_weights_from
+from gtahuman.config_schema import LossWeights, loss_weights_from
 from gtahuman.data.transforms import finish_images
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
@@ -103,15 +103,11 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     the main optimiser. Under DDP, variant 'hmr' (two backward passes per step) needs
     ``strategy='ddp_find_unused_parameters_true'``.
     ``arch``: 'hmr' (backbone + IEF head) or a name in `gtahuman.models.REGRESSORS` (e.g. 'pare'),
-    built from the same backbone / mean-parameter arguments into ``regressor``. ``loss_weights.parts``
-    weighs the part-segmentation term, active for regressors with ``part_logits`` (PARE) on
-    batches with ``part_labels`` (B, H, W) (and optional ``has_part_labels``) or, with
-    ``part_labels='render_gt'``, on labels rasterised from the ground-truth mesh of samples with
-    SMPL (`render_part_labels`); PARE's weight is 60 (SMPL_PART_LOSS_WEIGHT 1 x LOSS_WEIGHT 60).
-    ``regressor_args``: extra keyword arguments of the ``arch``'s builder.
-    ``loss_weights.keypoints2d_direct`` weighs the L1 term on the 2D keypoints a keypoint branch reads
-    off the image (``keypoints2d_direct``: arch 'hmr_kp'), before the body model, and
-    ``loss_weights.keypoints2d_heatmap`` the cross-entropy of its heatmaps against Gaussians at the labels.
+    built from the same backbone / mean-parameter arguments (and ``regressor_args``) into
+    ``regressor``. ``loss_weights`` (`gtahuman.config_schema.LossWeights`) also weighs the terms
+    of such regressors: ``parts``, PARE's part segmentation (on the batch's ``part_labels``, or
+    with ``part_labels='render_gt'`` on labels rasterised from the GT mesh; PARE's weight 60),
+    ``keypoints2d_direct`` / ``keypoints2d_heatmap``, a keypoint branch's L1 and heatmap terms.
     ``initial_estimate``: where the iterative regressor starts, ``{'pose': (24, 3) axis-angle,
     'betas': (10,)}``; None = the body directory's SMPL mean parameters. HMR's mean parameters
     were the mean of its own training data: the training data's best constant
@@ -296,9 +292,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         return self.global_step if self.automatic_optimization else self.global_step // 2
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Crops the loader left as uint8 (``data.uint8_images``) get their colour noise and
-        normalisation here, batched on the device (`gtahuman.data.transforms.finish_images`)."""
-        return finish_images(batch)
+        return finish_images(batch)  # crops left uint8 (data.uint8_images): colour + normalisation, on the device
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
         total, output, valid, logs = self._objective(batch)

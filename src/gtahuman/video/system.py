@@ -37,7 +37,7 @@ from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.camera import project_to_crop
 from gtahuman.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from gtahuman.body.smpl import BodyModel
-from gtahuman.config import LossWeights, loss_weights_from
+from gtahuman.config_schema import LossWeights, loss_weights_from
 from gtahuman.evaluation import Protocol, evaluate_joints, summarize
 from gtahuman.models import HMROutput, lsgan_discriminator_loss, lsgan_generator_loss
 from gtahuman.systems.hmr import SPIN_CROP_RES, SPIN_FOCAL
