@@ -28,7 +28,14 @@ Two modes:
   joint group against the constant (which body parts the model reads, and which it leaves at the
   average pose).
 
-Options: ``--noise 0,0.03,0.06,0.12`` (default), ``--steps 3000``, ``--run RUN``. Prints one line
+``--unlabelled-sides all|limbs`` (labels mode): the lifter is not told which of two mirror keypoints
+is which: each pair comes ordered by image x; the targets keep their sides. ``all``: every pair
+(hips, shoulders, knees, ankles, elbows, wrists, ...); ``limbs``: the limbs' pairs only, the torso's
+keep their names. A body whose two sides look alike (the mini world dresses both legs, and both
+arms, alike) shows the image's 2D points, not their names: where the way the torso faces can be
+read (its shirt front), ``limbs`` is the nearer ceiling, where nothing tells the sides, ``all``.
+
+Options: ``--noise 0,0.03,0.06,0.12`` (default), ``--steps 3000``, ``--run RUN``, ``--unlabelled-sides all|limbs``. Prints one line
 per lifter and noise level and, last, ``ratio: R`` (all sources, first noise level or the run's
 predictions: PA-MPJPE over the constant's).
 """
@@ -93,6 +100,29 @@ def extent_normalised(xy: np.ndarray) -> np.ndarray:
     return ((xy - ((low + high) / 2)[:, None]) / half[:, None, None]).astype(np.float32)
 
 
+TORSO = ("hip", "shoulder", "eye", "ear", "collar")  # name parts of the pairs that stay named with "limbs"
+
+
+def unlabelled_sides(xy: np.ndarray, keypoints: np.ndarray, which: str = "all") -> np.ndarray:
+    """(N, K, 2) keypoints (smpl_54 indices ``keypoints``) with each left/right pair ordered by
+    image x: the smaller x first, whichever side it is (``which='limbs'``: the torso's pairs keep
+    their names)."""
+    from gtahuman.body.conventions import flip_permutation, get_names
+
+    if which not in ("all", "limbs"):
+        raise ValueError(f"--unlabelled-sides takes 'all' or 'limbs', got {which!r}")
+    mirror, names = flip_permutation("smpl_54"), get_names("smpl_54")
+    position = {int(k): i for i, k in enumerate(keypoints)}
+    out = xy.copy()
+    for k, i in position.items():
+        j = position.get(int(mirror[k]))
+        if j is None or j <= i or (which == "limbs" and any(part in names[k] for part in TORSO)):
+            continue
+        swap = out[:, i, 0] > out[:, j, 0]
+        out[swap, i], out[swap, j] = xy[swap, j], xy[swap, i]
+    return out
+
+
 def procrustes_mean(joints: np.ndarray, rounds: int = 4) -> np.ndarray:
     """(24, 3) generalised Procrustes mean: each skeleton rotated onto the running mean, averaged."""
     centred = joints - joints.mean(axis=1, keepdims=True)
@@ -147,7 +177,7 @@ def score_all_and_each(train: dict[str, dict[str, np.ndarray]], test: dict[str, 
     return [{"lifter": name, **lift_and_score(chosen, test, noise, steps)} for name, chosen in parts]
 
 
-def ceiling(cfg: Any, noises: list[float], steps: int) -> list[dict[str, Any]]:
+def ceiling(cfg: Any, noises: list[float], steps: int, unlabelled: str | None = None) -> list[dict[str, Any]]:
     """The labels mode: shared keypoints, extent-normalised, at each noise level."""
     import gtahuman.run_data as T
     from gtahuman.body.smpl import BodyModel
@@ -165,7 +195,8 @@ def ceiling(cfg: Any, noises: list[float], steps: int) -> list[dict[str, Any]]:
     test = load("test", next(iter(cfg.data.test)))
     shared = shared_keypoints([p["keypoints"] for p in (*train.values(), test)])
     for part in (*train.values(), test):
-        part["inputs"] = extent_normalised(part["keypoints"][:, shared, :2])
+        xy = part["keypoints"][:, shared, :2]
+        part["inputs"] = extent_normalised(xy if unlabelled is None else unlabelled_sides(xy, shared, unlabelled))
     results = [{**r, "keypoints": len(shared)} for noise in noises for r in score_all_and_each(train, test, noise, steps)]
     return results
 
@@ -294,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in args or "--help" in args:
         print(__doc__)
         return 0
-    options = {"--noise": "0,0.03,0.06,0.12", "--steps": "3000", "--run": None}
+    options = {"--noise": "0,0.03,0.06,0.12", "--steps": "3000", "--run": None, "--unlabelled-sides": None}
     overrides = []
     for i, arg in enumerate(args):
         if arg in options or (i and args[i - 1] in options):
@@ -321,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the run's own 3D, {name}: {own:.1f} mm against the constant's {const:.1f} ({own / const:.2f}x)")
         print(f"ratio: {result['pa_mpjpe'] / result['constant']:.2f}")
         return 0
-    results = ceiling(load_config(overrides), [float(v) for v in options["--noise"].split(",")], steps)
-    print(f"{results[0]['keypoints']} keypoints labelled in every source")
+    unlabelled = options["--unlabelled-sides"]
+    results = ceiling(load_config(overrides), [float(v) for v in options["--noise"].split(",")], steps, unlabelled)
+    print(f"{results[0]['keypoints']} keypoints labelled in every source"
+          + (f"; left/right pairs ({unlabelled}) ordered by image x" if unlabelled else ""))
     for r in results:
         groups = " ".join(f"{g} {v:.2f}" for g, v in r["groups"].items())
         print(f"noise {r['noise']:.2f}, lifter on {r['lifter']}: lifted PA-MPJPE {r['pa_mpjpe']:.1f} mm, "

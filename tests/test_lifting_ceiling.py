@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from experiments.lifting_ceiling import (ceiling, extent_normalised, left_right_swaps, main, per_joint_group,
-                                        procrustes_mean, shared_keypoints, shrinkage)
+                                        procrustes_mean, shared_keypoints, shrinkage, unlabelled_sides)
 from gtahuman.metrics import pa_mpjpe
 
 
@@ -93,3 +93,19 @@ def test_per_joint_group_scores_a_similar_copy_zero_and_blames_the_moved_joints(
     groups = per_joint_group(moved, truth[0], same)
     assert groups["ankles and feet"][0] > 3 * groups["torso and head"][0] > 0
     assert all(const == pytest.approx(0.0, abs=1e-2) for _, const in groups.values())  # the constant is the truth
+
+
+def test_unlabelled_sides_order_each_mirror_pair_by_image_x() -> None:
+    # smpl_54 0 pelvis, 1 left_hip, 2 right_hip, 4 left_knee, 5 right_knee; the pelvis has no mirror
+    keypoints = np.array([0, 1, 2, 4, 5])
+    xy = np.array([[[0.0, 0.0], [3.0, 1.0], [-3.0, 1.0], [-1.0, 2.0], [1.0, 2.0]],   # hips crossed, knees not
+                   [[0.0, 0.0], [-3.0, 1.0], [3.0, 1.0], [2.0, 2.0], [-2.0, 5.0]]])  # hips not, knees crossed
+    out = unlabelled_sides(xy, keypoints)
+    np.testing.assert_array_equal(out[0], [[0, 0], [-3, 1], [3, 1], [-1, 2], [1, 2]])
+    np.testing.assert_array_equal(out[1], [[0, 0], [-3, 1], [3, 1], [-2, 5], [2, 2]])  # a point moves whole
+    flipped = xy.copy()
+    flipped[:, [1, 2, 3, 4]] = xy[:, [2, 1, 4, 3]]  # the sides' names exchanged: the input cannot tell
+    np.testing.assert_array_equal(unlabelled_sides(flipped, keypoints), out)
+    limbs = unlabelled_sides(xy, keypoints, "limbs")  # the hips keep their names, the knees do not
+    np.testing.assert_array_equal(limbs[0], xy[0])
+    np.testing.assert_array_equal(limbs[1], out[1])
