@@ -21,6 +21,7 @@ in `hmr_supervision.HMRSupervisionMixin`.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -63,6 +64,8 @@ from gtahuman.systems.pare_import import import_pare_state_dict
 from gtahuman.systems.pose_prior import load_prior_poses, sample_prior
 
 VARIANTS = ("hmr", "hmr_plus")
+# on_after_batch_transfer finishes uint8 crops whatever the data module: Lightning's notice says what is meant
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 SUPERVISION = ("both", "keypoints", "smpl")
 # SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
 # field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
@@ -210,9 +213,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         self._vertex_parts: Tensor | None = None  # PARE's rendered part labels: part of each vertex
         # CycleGAN sim2real, online: a frozen generator kept out of the module tree (not trained,
         # not saved), applied to the synthetic sources' samples of each training batch.
-        self._sim2real: nn.Module | None = None
-        if sim2real_checkpoint:
-            self._sim2real = Sim2RealTransform.from_checkpoint(sim2real_checkpoint)
+        self._sim2real = Sim2RealTransform.from_checkpoint(sim2real_checkpoint) if sim2real_checkpoint else None
         self._prior: tuple[Tensor, Tensor] | None = None
         self._init_applied = False
         self.init_report = None
