@@ -4,6 +4,7 @@ loader's share of the step time.
 
     python benchmarks/train_step.py [--steps 30] [--warmup 5] [--rounds 3] [--threads 1] [--world tiny]
                                     [--cache-dir .cache/gtahuman] [--gpu-batch 64] [--gpu-steps 50]
+                                    [--gpu-rate 2750] [--loader-batches 20]
 
 CPU part (always): the first ``--steps`` batches of the mini world's training mixture
 (quickstart mixture, mobilenetv3_small_050 at 64 px, batch 8, augmentation on) are read once and
@@ -24,6 +25,12 @@ GPU part (when CUDA is available, else one line saying why it was skipped): ResN
 224 px (crop cache at 256), bf16 autocast, channels_last, batch ``--gpu-batch``: images/s with
 batches already on the GPU, then with the DataLoader (``min(8, CPUs)`` workers, pinned memory)
 feeding it, and the share of the step spent waiting for the next batch.
+
+Loader cores (always): the training loader's samples/s on one core (224 px crops from the 336 px
+cache, SPIN's augmentation, collation; finished on the CPU and with ``data.uint8_images``), and the
+cores that would feed a GPU at ``--gpu-rate`` images/s (default 2,750: the order of an H100 training
+a ResNet-50 at 224 px in bf16; the measured rate replaces it when a GPU is there). Without a GPU
+the figure says it is an estimate from a stated rate.
 """
 from __future__ import annotations
 
@@ -142,16 +149,17 @@ def cpu_part(args: argparse.Namespace) -> float:
     return best_lightning / best_plain
 
 
-def gpu_part(args: argparse.Namespace) -> None:
+def gpu_part(args: argparse.Namespace) -> float | None:
+    """The GPU figures; returns the GPU's images/s with batches already there (None: no GPU)."""
     if not torch.cuda.is_available():
         print("# GPU part skipped: torch.cuda.is_available() is False on this machine", file=sys.stderr)
         print("gpu: skipped (no CUDA device)")
-        return
+        return None
     print(f"gpu_device: {torch.cuda.get_device_name()}")
-    throughput(args, torch.device("cuda"), "gpu")
+    return throughput(args, torch.device("cuda"), "gpu")
 
 
-def throughput(args: argparse.Namespace, device: torch.device, label: str, warmup: int = 5) -> None:
+def throughput(args: argparse.Namespace, device: torch.device, label: str, warmup: int = 5) -> float:
     """ResNet-50 HMR at 224 px, bf16 autocast, channels_last on ``device``: images/s with the
     batches already there, then fed by the DataLoader, and the loader's share of the step."""
     steps, batch = args.gpu_steps, args.gpu_batch
@@ -189,7 +197,8 @@ def throughput(args: argparse.Namespace, device: torch.device, label: str, warmu
     for i in range(steps):
         step(held[i % len(held)], i)
     sync()
-    print(f"{label}_resnet50_224_bf16_images_per_s: {steps * batch / (time.perf_counter() - start):.0f}")
+    held_rate = steps * batch / (time.perf_counter() - start)
+    print(f"{label}_resnet50_224_bf16_images_per_s: {held_rate:.0f}")
 
     waited, iterator = 0.0, iter(dm.train_dataloader())
     for i in range(warmup):  # workers start and fill their queues
@@ -205,6 +214,32 @@ def throughput(args: argparse.Namespace, device: torch.device, label: str, warmu
     total_s = time.perf_counter() - start
     print(f"{label}_resnet50_224_bf16_images_per_s_with_loader: {steps * batch / total_s:.0f}")
     print(f"{label}_loader_share_of_step_percent: {100.0 * waited / total_s:.1f}")
+    return held_rate
+
+
+def loader_cores(args: argparse.Namespace, gpu_images_per_s: float | None) -> None:
+    """Samples/s of the training loader on one core (num_workers 0, one torch thread), and the
+    cores that would keep a GPU at ``gpu_images_per_s`` (measured) or ``--gpu-rate`` (stated) fed."""
+    batch = 32
+    rates = {}
+    for label, uint8 in (("float", "false"), ("uint8", "true")):
+        cfg = config(args, "model.backbone=resnet50", "data.img_res=224", "data.crop_res=336",
+                     f"data.batch_size={batch}", "data.num_workers=0", f"data.uint8_images={uint8}",
+                     f"data.epoch_length={batch * (args.loader_batches + 2)}")
+        dm = build_datamodule(cfg, ensure_assets(cfg))
+        iterator = iter(dm.train_dataloader())
+        for _ in range(2):  # the index and crop cache opened, the page cache warm
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(args.loader_batches):
+            next(iterator)
+        rates[label] = args.loader_batches * batch / (time.perf_counter() - start)
+        print(f"loader_{label}_samples_per_s_per_core: {rates[label]:.0f}")
+    target, how = (gpu_images_per_s, "measured") if gpu_images_per_s else (args.gpu_rate, "stated, not measured")
+    for label, rate in rates.items():
+        print(f"loader_cores_to_feed_gpu_{label}: {target / rate:.1f}")
+    print(f"# loader cores: GPU rate {target:.0f} images/s ({how}) / the loader's measured rate per core",
+          file=sys.stderr)
 
 
 def main() -> None:
@@ -217,6 +252,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "gtahuman")
     parser.add_argument("--gpu-batch", type=int, default=64)
     parser.add_argument("--gpu-steps", type=int, default=50)
+    parser.add_argument("--gpu-rate", type=float, default=2750.0,
+                        help="images/s of the GPU the loader must feed, when none is here to measure")
+    parser.add_argument("--loader-batches", type=int, default=20, help="batches timed for the loader rate")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         parser.error("--steps must exceed --warmup")
@@ -225,7 +263,8 @@ def main() -> None:
     print(f"# torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load:.2f} on {os.cpu_count()} cores", file=sys.stderr)
     ratio = cpu_part(args)
-    gpu_part(args)
+    measured = gpu_part(args)
+    loader_cores(args, measured)
     print(f"ratio: {ratio:.3f}")
 
 
