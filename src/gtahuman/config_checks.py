@@ -382,6 +382,8 @@ def _check_trainer(c: _Checks) -> None:
             c.bad(key, value, "a fraction in [0, 1] or a whole number of batches, or null")
     c.number("trainer.checkpoint_every_n_steps", 1, optional=True, what="steps between mid-epoch last.ckpt "
                                                                          "refreshes; null: epoch ends only")
+    c.number("trainer.sample_images_every_n_steps", 1, optional=True, what="steps between sample images; null: none")
+    c.number("trainer.sample_images", 1, what="crops per sample image")
     try:
         processes = configured_processes(c.cfg)
         batch = c.cfg.data.batch_size

@@ -210,6 +210,10 @@ class TrainerConfig:
     # Loggers beside the CSV log every run keeps (logs/metrics.csv, which analysis reads):
     # tensorboard (<run>/tensorboard), mlflow (<run>/mlruns), wandb (offline, <run>/wandb)
     loggers: List[str] = field(default_factory=list)
+    # Every N optimiser steps, the predicted meshes over the first `sample_images` crops of the batch:
+    # <run>/samples/step_<N>.png and the loggers that take images (gtahuman.run_samples); null = off
+    sample_images_every_n_steps: Optional[int] = None
+    sample_images: int = 4
 
 
 @dataclass

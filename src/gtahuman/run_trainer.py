@@ -27,6 +27,7 @@ from gtahuman.run_callbacks import (
     StopOnSignal,
     resume_command,
 )
+from gtahuman.run_samples import SampleMeshes
 from gtahuman.rundir import RunDir, create_run_dir
 from gtahuman.systems.results import gather_rows
 
@@ -49,6 +50,8 @@ def build_trainer(cfg: DictConfig, run: RunDir,
     extra: list[L.Callback] = [StepSeeding(cfg.run.seed), StopOnNonFiniteLoss(run.last_checkpoint),
                                # SIGINT / SIGTERM: last.ckpt between steps, the resume command, exit 130 / 143
                                StopOnSignal(run.last_checkpoint, *resume_command(cfg))]
+    if t.sample_images_every_n_steps:  # predicted meshes over training crops (gtahuman.run_samples)
+        extra.append(SampleMeshes(run.path / "samples", t.sample_images_every_n_steps, t.sample_images))
     if t.checkpoint_every_n_steps:  # mid-epoch last.ckpt too (Lightning wants a second callback for it)
         extra.append(ModelCheckpoint(dirpath=run.checkpoint_dir, filename=run.last_checkpoint.stem, monitor=None,
                                      save_top_k=1, every_n_train_steps=t.checkpoint_every_n_steps,
