@@ -24,10 +24,15 @@ from omegaconf import OmegaConf
 
 from conftest import TINY_OVERRIDES
 from gtahuman.config import REPO_ROOT
-from gtahuman.rundir import continue_requeued_job, slurm_restarts, slurm_run_id
+from gtahuman.rundir import config_digest, continue_requeued_job, slurm_restarts, slurm_run_id
 from test_signals import RUN, SIGNAL_AFTER_STEP, STEPS_PER_EPOCH, TIMEOUT_S, child_env, train_rows
 
 JOB = "4242"
+
+
+def run_of(runs: Path) -> Path:
+    (run,) = runs.glob(f"slurm-{JOB}-*")
+    return run
 
 
 def slurm_env(fake_bin: Path, restarts: int) -> dict[str, str]:
@@ -43,11 +48,20 @@ def test_the_slurm_job_names_the_run_and_a_requeued_job_continues_it(tmp_path: P
                                                                 "output_root": str(tmp_path)}})
     assert slurm_run_id({}) is None and slurm_restarts({"SLURM_RESTART_COUNT": "2"}) == 2
     assert slurm_run_id({"SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "3"}) == "slurm-5_3"
+    assert slurm_run_id({"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "interactive"}) is None  # salloc: no requeue
+    other_seed = OmegaConf.create({**OmegaConf.to_container(cfg), "seed": 1})
     first = continue_requeued_job(cfg, {"SLURM_JOB_ID": "7"})
-    assert cfg.run.run_id == "slurm-7" and not cfg.run.resume and "run.run_id=slurm-7" in first
+    run_id = cfg.run.run_id
+    assert run_id == f"slurm-7-{config_digest(cfg)}" and not cfg.run.resume and f"run.run_id={run_id}" in first
+    continue_requeued_job(other_seed, {"SLURM_JOB_ID": "7"})
+    assert other_seed.run.run_id != run_id  # two commands of one batch script: two runs
+    again_cfg = OmegaConf.create({"experiment": "quickstart", "run": {"run_id": None, "resume": False,
+                                                                      "output_root": str(tmp_path)}})
+    continue_requeued_job(again_cfg, {"SLURM_JOB_ID": "7"})
+    assert again_cfg.run.run_id == run_id  # the same command after a requeue: the same run
     assert continue_requeued_job(cfg, {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"}) is None  # no run yet
-    (tmp_path / "quickstart" / "slurm-7").mkdir(parents=True)
-    (tmp_path / "quickstart" / "slurm-7" / "config.yaml").write_text("{}\n")
+    (tmp_path / "quickstart" / run_id).mkdir(parents=True)
+    (tmp_path / "quickstart" / run_id / "config.yaml").write_text("{}\n")
     again = continue_requeued_job(cfg, {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"})
     assert cfg.run.resume and "SLURM_RESTART_COUNT=1" in again
     outside = OmegaConf.create({"experiment": "quickstart", "run": {"run_id": None, "resume": False,
@@ -67,16 +81,17 @@ def test_lightnings_requeue_signal_then_the_requeued_job_finishes_the_run(tiny_r
     output_root = tmp_path / "runs"
     args = [sys.executable, "-m", "experiments.run", *TINY_OVERRIDES, *RUN,
             f"run.cache_dir={tiny_root / 'cache'}", f"run.output_root={output_root}"]  # no run.run_id
-    run = output_root / "quickstart" / f"slurm-{JOB}"
+    runs = output_root / "quickstart"
     log = tmp_path / "first.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, cwd=REPO_ROOT, env=slurm_env(fake_bin, 0), stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + TIMEOUT_S
-        while max(train_rows(run), default=-1) < SIGNAL_AFTER_STEP:
+        while not list(runs.glob(f"slurm-{JOB}-*")) or max(train_rows(run_of(runs)), default=-1) < SIGNAL_AFTER_STEP:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the run ended or stalled before step {SIGNAL_AFTER_STEP}:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
+        run = run_of(runs)  # slurm-<job>-<config digest>: the job's run, named before it started
         proc.send_signal(signal.SIGUSR1)  # SLURM's --signal=USR1@<s>: the job is about to reach its time limit
         while not (calls.is_file() and list(run.glob("hpc_ckpt_*.ckpt"))):
             if proc.poll() is not None or time.monotonic() > deadline:

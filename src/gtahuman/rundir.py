@@ -7,6 +7,7 @@ Analysis scripts read run directories only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -100,11 +101,23 @@ def _jsonable(value: Any) -> Any:
 
 
 def slurm_run_id(env: Mapping[str, str] = os.environ) -> str | None:
-    """Inside a SLURM job, a run id that a requeued job gets again: ``slurm-<job id>`` (an array
-    task: ``slurm-<array job id>_<task id>``). None outside SLURM."""
+    """Inside a SLURM batch job, the job's part of a run id that a requeued job gets again:
+    ``slurm-<job id>`` (an array task: ``slurm-<array job id>_<task id>``). None outside SLURM and
+    in interactive allocations (job name ``bash`` or ``interactive``, as Lightning's SLURM
+    detection has it), whose commands are not rerun by a requeue."""
+    if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return None
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return f"slurm-{env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else None
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """6 hex digits of the resolved config without its ``run.run_id`` and ``run.resume``: the same
+    command gives the same digest, two runs of one batch script (another seed, another row) differ."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings["run"] = {k: v for k, v in settings.get("run", {}).items() if k not in ("run_id", "resume")}
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def slurm_restarts(env: Mapping[str, str] = os.environ) -> int:
@@ -117,14 +130,15 @@ def slurm_restarts(env: Mapping[str, str] = os.environ) -> int:
 
 def continue_requeued_job(cfg: DictConfig, env: Mapping[str, str] = os.environ) -> str | None:
     """A SLURM job requeued (Lightning's auto-requeue after the requeue signal, or ``scontrol
-    requeue``) runs its batch script again, i.e. the very command that started the run. So in a
-    SLURM job the default run id is `slurm_run_id`, and on a restart of the job the run it
-    started is continued (``run.resume=true``) when its folder holds a config.yaml. Returns what
-    was changed, for the log (None: nothing)."""
+    requeue``) runs its batch script again, i.e. the very commands that started its runs. So in a
+    SLURM batch job the default run id is `slurm_run_id` plus the `config_digest` (each command of
+    the script its own run, the same one again after the requeue), and on a restart of the job the
+    run is continued (``run.resume=true``) when its folder holds a config.yaml. Returns what was
+    changed, for the log (None: nothing)."""
     said = []
     OmegaConf.set_struct(cfg, False)
     if not cfg.run.run_id and slurm_run_id(env):
-        cfg.run.run_id = slurm_run_id(env)
+        cfg.run.run_id = f"{slurm_run_id(env)}-{config_digest(cfg)}"
         said.append(f"run.run_id={cfg.run.run_id} (the SLURM job's)")
     path = Path(cfg.run.output_root) / cfg.experiment / str(cfg.run.run_id)
     if cfg.run.run_id and not cfg.run.resume and slurm_restarts(env) > 0 and (path / CONFIG_FILE).is_file():
