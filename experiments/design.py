@@ -232,16 +232,16 @@ class Comparison:
 
 def load_row(row: Row, overrides: list[str], notes: list[str]) -> Any:
     """The row's config; a ``recipe=NAME`` the row does not offer leaves it on its own (said in a note)."""
-    try:
-        return load_config([f"experiment={row.experiment}", *row.overrides, *overrides])
-    except ConfigError as err:
-        asked = [o for o in overrides if o.startswith("recipe=")]
-        if not asked or "has no recipe" not in str(err):
-            raise
-        notes.append(f"{row.label}: no {asked[-1]} (its recipes: {str(err).split('its recipes: ')[1].split(' (')[0]}); "
-                     "reported with its own")
-        return load_config([f"experiment={row.experiment}", *row.overrides,
-                            *(o for o in overrides if not o.startswith("recipe="))])
+    asked = [o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")]
+    rest = [o for o in overrides if not o.startswith("recipe=")]
+    own = load_config([f"experiment={row.experiment}", *row.overrides, *rest])
+    if not asked or asked[-1] == own.recipe:
+        return own
+    if asked[-1] not in own.recipes:
+        offered = ", ".join(([own.recipe] if own.recipe else []) + sorted(own.recipes)) or "its own settings"
+        notes.append(f"{row.label}: no recipe={asked[-1]} (its recipes: {offered}); reported with its own")
+        return own
+    return load_config([f"experiment={row.experiment}", *row.overrides, *overrides])
 
 
 def compare(table: str, mini: bool, sizes: dict[str, int], overrides: list[str]) -> tuple[list[str], list[Comparison]]:
