@@ -7,11 +7,14 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.fitting import FitSettings, SMPLify3D, keypoint_map
+from gtahuman.data.miniworld.game_skeleton import GameRig
 from gtahuman.fitting.synthetic import synthetic_gta_sequence
 from gtahuman.metrics import acceleration
 
 JOINT_ERROR_BOUND_M = 0.008  # the goal is 10 mm; clean toy sequences fit to ~2-3 mm
-VERTEX_ERROR_BOUND_M = 0.015  # girth is invisible to joints: vertices carry a few mm more
+# girth is invisible to joints: vertices carry more. ~15.6 mm since the annotator's map leaves out
+# the game's fingers and facial rig (issue 24), which had pinned the hands' and head's twist.
+VERTEX_ERROR_BOUND_M = 0.018
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,22 @@ def test_known_sequence_is_recovered_from_keypoints_alone(single_thread, male, f
     # the same sequence without iterations is the closed-form start: worse than the fit
     start = SMPLify3D(male, keypoint_map("gta"), FitSettings(iterations=0)).fit(sequence.keypoints_3d)
     assert _errors(male, sequence, start)[0] > joint_error
+
+
+@pytest.mark.parametrize("rig_name,joint_bound,vertex_bound", [("mini_world", 0.03, 0.035), ("other", 0.045, 0.05)])
+def test_a_game_rig_the_map_never_read_fits_within_its_modelling_error(single_thread, male, fitter, rig_name,
+                                                                         joint_bound, vertex_bound) -> None:
+    """Game joints off SMPL's by a rig's offsets (the mini world's, or offsets drawn here that no
+    table of the annotator could know): the fit still lands within a few centimetres of the true
+    SMPL, and its error is larger than on the exact landmarks, i.e. it is a modelling error the
+    annotator does not undo by reading the generator. Measured: 21 / 27 mm and 32 / 37 mm."""
+    systematic = None if rig_name == "mini_world" else np.random.default_rng(5).normal(0.0, 0.03, (24, 3))
+    rig = GameRig.draw(np.random.default_rng(2), systematic=systematic)
+    sequence = synthetic_gta_sequence(male, "seq_rig", "walk", frames=24, seed=3, rig=rig)
+    joint_error, vertex_error = _errors(male, sequence, fitter.fit(sequence.keypoints_3d))
+    exact = synthetic_gta_sequence(male, "seq_exact", "walk", frames=24, seed=3)
+    assert joint_error < joint_bound and vertex_error < vertex_bound
+    assert joint_error > 2 * _errors(male, exact, fitter.fit(exact.keypoints_3d))[0]
 
 
 def test_one_betas_per_sequence_fitted_together(single_thread, male, fitter) -> None:

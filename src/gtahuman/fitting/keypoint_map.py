@@ -9,12 +9,13 @@ J_regressor_extra joints). Correspondences are found **by name**:
   ``nose`` ...): a one-hot row, full weight;
 * *approximate* rows, lower weight (``approximate_weight``), for points that only stand near
   a model point:
-  - for ``gta``, the game bones without a standard name (head top, clavicles, spine4, IK and
-    PH targets, roll bones, fingers, facial rig) use the documented recipes of
-    `gtahuman.data.miniworld.game_skeleton` (each a fixed mix of named smpl_54 joints, e.g.
-    ``gta_left_clavicle`` <- ``left_collar``; ``left_index_1`` <- 0.75 ``left_hand`` +
-    0.25 ``left_index`` fingertip). In the mini world these are exact; in the real game they
-    are close but not equal, hence the lower weight and the robust data term;
+  - for ``gta``, a few game bones without a standard name, by what their names say
+    (`GTA_APPROXIMATIONS`: head top, clavicles, upper spine, roots, IK / PH hand and foot
+    targets, elbow and knee helpers, roll bones at the middle of their bone). The table is the
+    annotator's own guess at the game's rig: it does not read how any generator places game
+    joints (the mini world's rig adds offsets of its own, `data.miniworld.game_skeleton`, and a
+    test fits rigs with other offsets). Fingers and the facial rig are left out: where a
+    game's rig puts them is unknown, and the named eyes, ears and nose cover the head;
   - for other conventions, the equivalence groups of `conventions` (``neck_openpose`` ~
     ``neck`` ...).
 Source joints without any correspondence are left out of the map.
@@ -27,11 +28,32 @@ import numpy as np
 
 from gtahuman.body.conventions import get_names, mapping_indices
 from gtahuman.body.joint_names import SMPL_54
-from gtahuman.data.miniworld.game_skeleton import GAME_FROM_SMPL54
 
 NUM_MODEL_POINTS = len(SMPL_54)
 NUM_KINEMATIC = 24
 DEFAULT_APPROXIMATE_WEIGHT = 0.5
+
+
+def _gta_approximations() -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {
+        "gta_head_top": {"headtop": 1.0}, "gta_spine4": {"spine_3": 1.0}, "gta_IK_Head": {"head": 1.0},
+        "gta_SKEL_ROOT": {"pelvis": 1.0}, "gta_SKEL_Pelvis": {"pelvis": 1.0}, "gta_IK_Root": {"pelvis": 1.0},
+    }
+    for side, full in (("R", "right"), ("L", "left")):
+        table[f"gta_{full}_clavicle"] = {f"{full}_collar": 1.0}
+        table[f"gta_MH_{side}_Elbow"] = {f"{full}_elbow": 1.0}
+        table[f"gta_MH_{side}_Knee"] = {f"{full}_knee": 1.0}
+        for kind in ("IK", "PH"):
+            table[f"gta_{kind}_{side}_Hand"] = {f"{full}_hand": 1.0}
+            table[f"gta_{kind}_{side}_Foot"] = {f"{full}_ankle": 1.0}
+        for roll, (start, end) in {"ArmRoll": ("shoulder", "elbow"), "ForeArmRoll": ("elbow", "wrist"),
+                                   "ThighRoll": ("hip", "knee")}.items():
+            table[f"gta_RB_{side}_{roll}"] = {f"{full}_{start}": 0.5, f"{full}_{end}": 0.5}
+    return table
+
+
+# The annotator's guesses for game bones without a standard name: gta joint -> mix of smpl_54 points.
+GTA_APPROXIMATIONS: dict[str, dict[str, float]] = _gta_approximations()
 
 
 @dataclass(frozen=True)
@@ -96,8 +118,13 @@ def keypoint_map(convention: str, *, approximate: bool = True,
     rows = {int(d): (_one_hot(np.array([s]))[0], True) for d, s in zip(dst, src)}
     if approximate:
         if convention == "gta":
-            for index in range(len(source_names)):
-                rows.setdefault(index, (GAME_FROM_SMPL54[index].astype(np.float64), False))
+            position = {name: i for i, name in enumerate(SMPL_54)}
+            for index, name in enumerate(source_names):
+                if name in GTA_APPROXIMATIONS:
+                    row = np.zeros(NUM_MODEL_POINTS)
+                    for point, weight in GTA_APPROXIMATIONS[name].items():
+                        row[position[point]] += weight
+                    rows.setdefault(index, (row, False))
         else:
             dst_a, src_a = mapping_indices("smpl_54", convention, True)
             for d, s in zip(dst_a, src_a):

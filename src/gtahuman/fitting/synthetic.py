@@ -4,6 +4,10 @@
 with a fixed camera 4 m away (camera frame, as GTA-Human stores it) and returns a raw-release
 `GTASequence`: the 100 game joints in ``keypoints_3d`` / ``keypoints_2d`` and the generating
 SMPL parameters as ground truth. No images, no occlusion (flags all False).
+
+``rig``: the game rig the joints are placed with (`GameRig`, e.g. ``GameRig.draw(rng)``: offsets
+from SMPL's joints like the real game's, so a fit has a modelling error to measure); ``None``
+places them on their smpl_54 landmarks exactly, which checks convergence, not accuracy.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.data.formats.gta_raw import GTASequence, intrinsics_from_fov
-from gtahuman.data.miniworld.game_skeleton import game_joints
+from gtahuman.data.miniworld.game_skeleton import GameRig, game_joints, global_rotations
 from gtahuman.data.miniworld.clips import generate_sequence
 from gtahuman.data.miniworld.simulate import look_at, params_in_camera
 
@@ -22,7 +26,7 @@ FOV_DEG = 50.0
 
 def synthetic_gta_sequence(model: BodyModel, name: str, action: str = "walk", frames: int = 24,
                            seed: int = 0, betas: np.ndarray | None = None,
-                           camera_distance: float = 4.0) -> GTASequence:
+                           camera_distance: float = 4.0, rig: GameRig | None = None) -> GTASequence:
     """A raw-release sequence of ``model`` doing ``action`` (an action of the mini world)."""
     rng = np.random.default_rng(seed)
     betas = rng.normal(0.0, 1.0, 10) if betas is None else np.asarray(betas, dtype=np.float64)
@@ -38,7 +42,8 @@ def synthetic_gta_sequence(model: BodyModel, name: str, action: str = "walk", fr
         body_pose = pose[:, 1:].reshape(frames, 69)
         out = model(betas_t.expand(frames, -1), torch.as_tensor(body_pose, dtype=torch.float32),
                     torch.as_tensor(orient, dtype=torch.float32), torch.as_tensor(transl, dtype=torch.float32))
-    joints = game_joints(out.joints54.double().numpy())  # (T, 100, 3) camera frame
+    rotations = None if rig is None else global_rotations(orient, body_pose, model.parents)
+    joints = game_joints(out.joints54.double().numpy(), rotations, rig, rng)  # (T, 100, 3) camera frame
     uvw = joints @ intrinsics_from_fov(FOV_DEG, IMAGE_SIZE).astype(np.float64).T
     ones = np.ones((frames, 100, 1))
     return GTASequence(

@@ -10,6 +10,7 @@ the stored parameters are checked, not assumed, by reproducing the rendered vert
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from gtahuman.body.conventions import convert_keypoints
 from gtahuman.body.smpl import BodyModel
 from gtahuman.data.miniworld import scenes
 from gtahuman.data.miniworld.domains import LOCATION_TAGS, DomainStyle, Subject, vertex_colors
-from gtahuman.data.miniworld.game_skeleton import game_joints
+from gtahuman.data.miniworld.game_skeleton import GameRig, game_joints, global_rotations
 from gtahuman.data.miniworld.clips import generate_sequence
 from gtahuman.data.miniworld.render import Light, joint_visibility, occlusion_flags, render_scene
 
@@ -284,7 +285,11 @@ def simulate_sequence(spec: SequenceSpec, bodies: BodyModels, keep_depth: bool =
     vertices_c = np.einsum("tij,tvj->tvi", R, stage.vertices_w) + t[:, None]
     joints54_c = np.einsum("tij,tvj->tvi", R, joints54_w) + t[:, None]
     orient_c, transl_c = stage.global_orient, stage.transl
-    game_c = game_joints(joints54_c)
+    # The game's own rig (issue 24): the subject's offsets from a stream of its own, so that the
+    # rest of the sequence draws what it drew before the rig existed.
+    rig = GameRig.draw(np.random.default_rng([zlib.crc32(subject.name.encode()), 24]))
+    rotations_c = global_rotations(orient_c, stage.body_pose.reshape(stage.body_pose.shape[0], 69), model.parents)
+    game_c = game_joints(joints54_c, rotations_c, rig)
     smpl24_c = convert_keypoints(joints54_c, "smpl_54", "smpl_24")[0]
 
     weather, daytime, location = _scene_tags(style, rng)

@@ -49,7 +49,7 @@ from gtahuman.data.miniworld.domains import SIZES, STYLES, VARIANTS, gta_style, 
 from gtahuman.data.miniworld.plan import Job, action_sets, plan_world
 from gtahuman.data.miniworld.simulate import BodyModels, intrinsics, simulate_sequence
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MANIFEST, PARTIAL_MARKER = "world.json", "world.partial.json"
 DOMAIN_DIRS = ("real_indoor", "gta", "wild")
 TOY_BODY_SEED = 0  # the suite's default toy body (cache_dir/toy_body) uses this seed too
@@ -87,6 +87,13 @@ class WorldPaths:
     @property
     def real_kp_train(self) -> Path:
         return self.real_indoor_root / "real_kp_train.npz"
+
+    @property
+    def real_kp_truth(self) -> Path:
+        """The SMPL the keypoint-only set was rendered from (``pose`` (N, 72), ``shape`` (N, 10),
+        ``gender``; rows as in `real_kp_train`): never read by training, only by checks of static
+        fits made from its 2D keypoints (``python -m gtahuman.fitting.static_fits ... --truth``)."""
+        return self.real_indoor_root / "real_kp_train_truth.npz"
 
     @property
     def gta_root(self) -> Path:

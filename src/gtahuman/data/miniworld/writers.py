@@ -123,10 +123,12 @@ def write_job(job: Job, data: SequenceData, root: Path) -> dict[str, Any]:
         folder, names = root / "wild", [f"imageFiles/{seq}/image_{i:05d}.jpg" for i in range(len(data.images))]
     for name, image in zip(names, data.images):
         write_jpeg(folder / name, image)
-    if job.kind == "real_kp":
-        rows = spin_rows(data, names, annotated=KEYPOINT_ONLY_JOINTS, with_smpl=False)
-    else:
-        rows = spin_rows(data, names, with_S=job.kind.startswith("real"))
+    if job.kind == "real_kp":  # the SMPL goes to a truth file of its own, never into the npz
+        rows = spin_rows(data, names, annotated=KEYPOINT_ONLY_JOINTS)
+        truth = {key: rows.pop(key) for key in ("pose", "shape", "gender")}
+        rows.pop("has_smpl")
+        return {"kind": job.kind, "frames": len(names), "rows": rows, "truth": truth}
+    rows = spin_rows(data, names, with_S=job.kind.startswith("real"))
     return {"kind": job.kind, "frames": len(names), "rows": rows}
 
 
@@ -144,6 +146,10 @@ def write_spin_files(jobs: list[Job], results: list[dict[str, Any]], paths) -> d
                        pose=columns.get("pose"), shape=columns.get("shape"),
                        has_smpl=columns.get("has_smpl", np.zeros(count, np.float32)), gender=columns.get("gender"))
         path = write_spin_npz(getattr(paths, attribute), data)
+        truths = [r["truth"] for r in results if r["kind"] in kinds and "truth" in r]
+        if truths:
+            with atomic_output(paths.real_kp_truth) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **{name: np.concatenate([t[name] for t in truths]) for name in truths[0]})
         files[key] = {"path": str(path.relative_to(paths.root)),
                       "image_root": str(getattr(paths, image_root).relative_to(paths.root)), "samples": count,
                       "sequences": len(parts),
