@@ -127,9 +127,15 @@ def test_stored_gta_params_reproduce_the_keypoints_through_body_model_and_camera
         assert np.all(seq.keypoints_2d[..., 2] == 1) and np.all(seq.keypoints_3d[..., 3] == 1)
 
 
-@pytest.mark.parametrize("key,domain", [("real_indoor_train", "real_indoor"), ("wild_test", "wild")])
+@pytest.mark.parametrize("key,domain", [("real_indoor_train", "real_indoor"), ("wild_test", "wild"),
+                                        ("real_kp_train", "real_kp")])
 def test_stored_spin_params_reproduce_S_and_part(world, manifest, models, key, domain):
     data = read_spin_npz(getattr(world, key))
+    if key == "real_kp_train":  # keypoints only; its SMPL lives in a truth file for checks of static fits
+        assert data.pose is None and not data.has_smpl.any()
+        with np.load(world.real_kp_truth) as truth:
+            assert len(truth["pose"]) == len(data.imgname)
+            data.pose, data.shape, data.gender = truth["pose"], truth["shape"], truth["gender"]
     K = np.array(manifest["cameras"][domain]["intrinsics"])
     for gender_code, gender in ((0, "male"), (1, "female")):
         rows = np.flatnonzero(data.gender == gender_code)

@@ -4,7 +4,9 @@ Modules: `keypoint_map` (which model point each keypoint is, by name), `body_poi
 points without posing every vertex), `init` (closed-form shape and pose), `priors`,
 `smplify3d` (the batched fit), `analyser` (speed / occlusion / view filters), `annotate`
 (a directory of raw GTA-Human sequences, resumable; ``python -m gtahuman.fitting``),
-`synthetic` (sequences with known SMPL for checks). Figures: benchmarks/annotator.py.
+`synthetic` (sequences with known SMPL for checks), `smplify2d` and `static_fits` (SMPL fitted to
+the 2D keypoints of single images: SPIN's static fits for keypoint-only datasets;
+``python -m gtahuman.fitting.static_fits``). Figures: benchmarks/annotator.py.
 """
 from gtahuman.fitting.analyser import (
     AnalyserThresholds,
