@@ -26,7 +26,8 @@ one with others starts over. ``OUT_fits.npy`` appears only when every row is fit
 The pose prior: ``--prior-from`` fits a Gaussian (`GaussianPosePrior.fit`) to the ``pose`` column
 of another SPIN npz with SMPL (SPIN used a mixture fitted to CMU motion capture; any set of real
 poses serves), ``--pose-prior`` loads a saved one; without either, a standard Gaussian centred on
-the mean pose. ``--truth`` (an npz with ``pose`` (N, 72) and ``shape`` (N, 10), e.g. the mini
+the mean pose, much weaker (on the mini world's keypoint-only set PA-MPJPE 69.3 mm against 40.8
+with a prior fitted to the studio's poses). ``--truth`` (an npz with ``pose`` (N, 72) and ``shape`` (N, 10), e.g. the mini
 world's ``real_kp_train_truth.npz``) prints the fits' error against the known SMPL: PA-MPJPE and
 MPJPE of the 24 SMPL joints (pelvis-aligned, mm) and the global orientation's error (degrees),
 over all rows and over those the validity rule keeps.
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         prior = GaussianPosePrior.fit(source.pose[source.has_smpl == 1][:, 3:])
     elif args.pose_prior:
         prior = GaussianPosePrior.load(args.pose_prior)
+    else:
+        print("no --prior-from / --pose-prior: a standard Gaussian about the mean pose. On the mini world's "
+              "keypoint-only set it gave PA-MPJPE 69 mm against 41 with a prior fitted to real poses.", file=sys.stderr)
     settings = Fit2DSettings(iterations=args.iterations)
     began = time.perf_counter()
     fits, losses = make_static_fits(args.dataset, args.out, args.body_dir, settings, prior, args.batch,
@@ -196,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
           f"wall {wall:.1f} s")
     if args.truth:
         errors = truth_errors(args.body_dir, fits, args.truth)
+        start = mean_start(str(args.body_dir / "smpl_mean_params.npz"))
+        constant = truth_errors(args.body_dir, np.tile(np.r_[start[0], start[1]], (len(fits), 1)), args.truth)
+        print(f"the mean pose (the fits' start) against {args.truth}: PA-MPJPE {constant['pa_mpjpe'].mean():.1f} mm, "
+              f"MPJPE {constant['mpjpe'].mean():.1f} mm, orientation median {np.median(constant['orient_deg']):.1f} deg")
         for label, rows in (("all rows", slice(None)), ("rows the rule keeps", kept)):
             e = {k: v[rows] for k, v in errors.items()}
             print(f"against {args.truth} ({label}, {len(e['pa_mpjpe'])}): PA-MPJPE {e['pa_mpjpe'].mean():.1f} mm "
