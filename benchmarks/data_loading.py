@@ -44,7 +44,7 @@ from PIL import Image
 
 from gtahuman.data.crop_cache import CropCache, build_crop_cache
 from gtahuman.data.datasets import IndexDataset
-from gtahuman.data.index import synthesize_index
+from gtahuman.data.index_synthetic import synthesize_index
 from gtahuman.data.shards import CropShards, write_crop_shards
 from gtahuman.data.transforms import AugmentConfig, TrainTransform
 

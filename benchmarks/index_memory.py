@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gtahuman.data.index import COLUMNS, SampleIndex, synthesize_index
+from gtahuman.data.index import COLUMNS, SampleIndex
+from gtahuman.data.index_synthetic import synthesize_index
 
 _FIRST: dict[str, float] = {}  # this worker's memory after its first batch
 

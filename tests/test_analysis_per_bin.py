@@ -11,7 +11,7 @@ from analysis.per_bin import FIG9_FACTORS, analyse_run, assign_bins, bin_edges, 
 from analysis.rundirs import load_run
 from analysis.training_mix import source_shares, training_mix
 from gtahuman.data.budget import BUDGET_FILE, Budget
-from gtahuman.data.index import synthesize_index
+from gtahuman.data.index_synthetic import synthesize_index
 
 
 def test_bins_counts_means_and_densities_match_hand_computed_values() -> None:

@@ -20,7 +20,8 @@ from gtahuman.data.crop_cache import (
     build_crop_cache,
     decode_image,
 )
-from gtahuman.data.index import SampleIndex, encode_strings, synthesize_index
+from gtahuman.data.index import SampleIndex, encode_strings
+from gtahuman.data.index_synthetic import synthesize_index
 
 DOT_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]], np.uint8)
 

@@ -34,7 +34,8 @@ from gtahuman.adaptation.sim2real import (
 )
 from gtahuman.data.crop_cache import CropCache, CropCacheMismatchError, build_crop_cache
 from gtahuman.data.datamodule import SourceSpec
-from gtahuman.data.index import SampleIndex, encode_strings, synthesize_index
+from gtahuman.data.index import SampleIndex, encode_strings
+from gtahuman.data.index_synthetic import synthesize_index
 from gtahuman.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest: 2 busy threads are far slower than 1

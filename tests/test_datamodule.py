@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 from gtahuman.data.crop_cache import build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
 from gtahuman.data.datasets import IndexDataset, TooManyBadSamplesError
-from gtahuman.data.index import SampleIndex, encode_strings, synthesize_index
+from gtahuman.data.index import SampleIndex, encode_strings
+from gtahuman.data.index_synthetic import synthesize_index
 from gtahuman.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, TestTransform
 
 

@@ -4,15 +4,15 @@ import pickle
 import numpy as np
 import pytest
 
-import gtahuman.data.index as index_module
+import gtahuman.data.index_files as index_files
 from gtahuman.data.index import (
     COLUMNS,
     IndexMismatchError,
     IndexValidationError,
     SampleIndex,
     encode_categorical,
-    synthesize_index,
 )
+from gtahuman.data.index_synthetic import synthesize_index
 
 
 @pytest.fixture
@@ -168,8 +168,8 @@ def test_interrupted_save_keeps_old_index(index, tmp_path, monkeypatch):
         written.append(path.name)
         return real_write(path, array)
 
-    real_write = index_module._write_column
-    monkeypatch.setattr(index_module, "_write_column", crash_on_fifth)
+    real_write = index_files._write_column
+    monkeypatch.setattr(index_files, "_write_column", crash_on_fifth)
     changed = index.subset(np.arange(10))
     with pytest.raises(KeyboardInterrupt):
         changed.save(target)

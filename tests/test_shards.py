@@ -15,7 +15,8 @@ from PIL import Image
 
 from gtahuman.data.crop_cache import UnreadableImageError, build_crop_cache
 from gtahuman.data.datamodule import MixedDataModule, SourceSpec
-from gtahuman.data.index import SampleIndex, encode_strings, synthesize_index
+from gtahuman.data.index import SampleIndex, encode_strings
+from gtahuman.data.index_synthetic import synthesize_index
 from gtahuman.data.shards import SHARDS_MANIFEST, CropShards, CropShardsMismatchError, write_crop_shards
 
 litdata = pytest.importorskip("litdata")

@@ -9,17 +9,15 @@ handful of read-only memory maps, which DataLoader workers share through the pag
 of each growing its own copy (a list of dicts would be touched, and so copied, by every worker).
 
 On disk an index is a directory: one ``<column>.npy`` per column and ``manifest.json`` (N,
-dtypes, shapes, byte sizes and sha256 of every file, and ``meta``). :meth:`SampleIndex.save`
-writes a new directory beside the target and renames it into place, so an interrupted save
-leaves the old index (or none), never a half-written one.
+dtypes, shapes, byte sizes and sha256 of every file, and ``meta``), written and read by
+`gtahuman.data.index_files`. :meth:`SampleIndex.save` writes a new directory beside the target
+and renames it into place, so an interrupted save leaves the old index (or none), never a
+half-written one.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +25,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-FORMAT_NAME = "gtahuman-sample-index"
-MANIFEST = "manifest.json"
+from gtahuman.data.index_files import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    IndexMismatchError,
+    file_sha256,
+    load_columns,
+    save_columns,
+)
+
 KEYPOINT_CONVENTION = "smpl_54"
 NUM_KEYPOINTS = 54
 CATEGORICAL = ("weather", "location")  # int16 codes into meta["vocabularies"][column]; -1 unknown
-
-
-class IndexMismatchError(ValueError):
-    """The manifest and the column files of a saved index disagree (or the manifest is bad)."""
 
 
 class IndexValidationError(ValueError):
@@ -128,14 +128,6 @@ def encode_categorical(
     if len(vocab) > np.iinfo(np.int16).max:
         raise ValueError(f"{len(vocab)} categories do not fit int16 codes")
     return codes, vocab
-
-
-def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_source_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -334,7 +326,7 @@ class SampleIndex:
 
         An existing directory is replaced only if it holds an index (has a manifest).
         """
-        return _save(self, Path(directory))
+        return save_columns(self.columns, self.meta, len(self), Path(directory))
 
     @classmethod
     def load(
@@ -345,7 +337,11 @@ class SampleIndex:
         ``verify``: False trusts the manifest, "fast" compares file sizes, "full" also sha256.
         A disagreement raises :class:`IndexMismatchError` naming the file.
         """
-        return _load(Path(directory), mmap, verify)
+        columns, meta, manifest_sha = load_columns(Path(directory), mmap, verify, set(COLUMNS))
+        index = cls(columns, meta)
+        if mmap:
+            index._source = (str(Path(directory).resolve()), manifest_sha)
+        return index
 
 
 def _recode(codes: np.ndarray, vocabulary: list[str], merged: list[str]) -> np.ndarray:
@@ -416,142 +412,3 @@ def _row_rules(index: SampleIndex, tol: float) -> list[tuple[str, str, Callable[
                       lambda s, name=name, lo=lo, hi=hi:
                       ~np.isnan(c[name][s]) & ~((c[name][s] >= lo) & (c[name][s] <= hi))))
     return rules
-
-
-# -- disk format -------------------------------------------------------------------------------
-class _HashingWriter:
-    """File wrapper hashing what passes through; np.lib.format writes to it in 16 MiB chunks."""
-
-    def __init__(self, f: Any):
-        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.bytes += len(data)
-        return self.f.write(data)
-
-
-def _write_column(path: Path, array: np.ndarray) -> dict[str, Any]:
-    with open(path, "wb") as f:
-        writer = _HashingWriter(f)
-        np.lib.format.write_array(writer, np.asarray(array), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape),
-            "bytes": writer.bytes, "sha256": writer.sha.hexdigest()}
-
-
-def _save(index: SampleIndex, directory: Path) -> Path:
-    if directory.exists() and not (directory / MANIFEST).is_file():
-        raise FileExistsError(f"{directory} exists and is not a sample index (no {MANIFEST}); not replacing it")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # The new index is built beside the target and renamed into place; a crash leaves a
-    # hidden ".partial" directory, never a directory that loads as a (wrong) index.
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
-    try:
-        entries = {name: _write_column(staging / f"{name}.npy", array) for name, array in index.columns.items()}
-        manifest = {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "num_samples": len(index),
-                    "columns": entries, "meta": index.meta}
-        with open(staging / MANIFEST, "w") as f:  # written last: its presence marks a complete index
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        if directory.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
-            os.rename(directory, retired / "index")
-            os.rename(staging, directory)
-            shutil.rmtree(retired, ignore_errors=True)  # open memory maps of the old files stay valid
-        else:
-            os.rename(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
-
-
-def _mismatch(path: Path, what: str) -> IndexMismatchError:
-    return IndexMismatchError(f"index does not match the files it came from: {path}: {what}")
-
-
-def _load(directory: Path, mmap: bool, verify: Literal[False, "fast", "full"]) -> SampleIndex:
-    if verify not in (False, "fast", "full"):
-        raise ValueError(f"verify must be False, 'fast' or 'full', got {verify!r}")
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: {directory} is not a saved sample index "
-                                "(or its save did not finish)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        n, entries, meta = manifest["num_samples"], manifest["columns"], manifest["meta"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise IndexMismatchError(f"{manifest_path}: not a readable index manifest ({err})") from None
-    if manifest.get("format") != FORMAT_NAME or manifest.get("schema_version") != SCHEMA_VERSION:
-        raise IndexMismatchError(f"{manifest_path}: format {manifest.get('format')!r} version "
-                                 f"{manifest.get('schema_version')!r}, expected {FORMAT_NAME!r} {SCHEMA_VERSION}")
-    if set(entries) != set(COLUMNS):
-        missing, unknown = sorted(set(COLUMNS) - set(entries)), sorted(set(entries) - set(COLUMNS))
-        raise IndexMismatchError(f"{manifest_path}: columns differ from schema version {SCHEMA_VERSION}: "
-                                 f"missing {missing}, unknown {unknown}")
-    columns = {}
-    for name, entry in entries.items():
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise _mismatch(path, f"file of column '{name}' is missing")
-        if verify and path.stat().st_size != entry["bytes"]:
-            raise _mismatch(path, f"{path.stat().st_size} bytes, manifest says {entry['bytes']}")
-        if verify == "full" and file_sha256(path) != entry["sha256"]:
-            raise _mismatch(path, "sha256 differs from the manifest")
-        try:  # numpy cannot map an empty array
-            array = np.load(path, mmap_mode="r" if mmap and n else None, allow_pickle=False)
-        except ValueError as err:
-            raise _mismatch(path, f"not a readable .npy file ({err})") from None
-        if array.dtype.str != entry["dtype"] or list(array.shape) != entry["shape"] or len(array) != n:
-            raise _mismatch(path, f"holds {array.dtype.str} {array.shape}, manifest says "
-                                  f"{entry['dtype']} {tuple(entry['shape'])} with N={n}")
-        columns[name] = array
-    index = SampleIndex(columns, meta)
-    if mmap:
-        index._source = (str(directory.resolve()), file_sha256(manifest_path))
-    return index
-
-
-# -- synthetic indices for tests and benchmarks --------------------------------------------------
-def synthesize_index(
-    n: int, rng: np.random.Generator, dataset: str = "synthetic", domain: str = "synthetic"
-) -> SampleIndex:
-    """A random but valid index of ``n`` samples (1920x1080 frames, sequences of 50 frames)."""
-    width, height = 1920, 1080
-    f32 = np.float32
-    xy = rng.uniform([0, 0], [width / 2, height / 2], size=(n, 2)).astype(f32)
-    wh = rng.uniform([50, 100], [width / 2, height / 2], size=(n, 2)).astype(f32)
-    unit = rng.random((n, NUM_KEYPOINTS, 2), dtype=f32)
-    keypoints2d = np.concatenate([xy[:, None] + unit * wh[:, None], np.ones((n, NUM_KEYPOINTS, 1), f32)], axis=2)
-    keypoints3d = rng.normal(0.0, 0.5, size=(n, NUM_KEYPOINTS, 4)).astype(f32)
-    keypoints3d[..., 2] += 5.0
-    keypoints3d[..., 3] = 1.0
-    sequence_id, frame_id = np.divmod(np.arange(n, dtype=np.int32), 50)
-    paths = [f"images/seq_{s:08d}/{f:08d}.jpeg" for s, f in zip(sequence_id.tolist(), frame_id.tolist())]
-    columns = {
-        "image_path": encode_strings(paths),
-        "image_size": np.tile(np.array([width, height], np.int32), (n, 1)),
-        "bbox_xywh": np.concatenate([xy, wh], axis=1),
-        "keypoints2d": keypoints2d, "keypoints3d": keypoints3d,
-        "has_keypoints3d": rng.random(n) < 0.9,
-        "smpl_global_orient": rng.normal(0, 0.5, (n, 3)).astype(f32),
-        "smpl_body_pose": rng.normal(0, 0.2, (n, 69)).astype(f32),
-        "smpl_betas": rng.normal(0, 1, (n, 10)).astype(f32),
-        "smpl_transl": rng.normal([0, 0, 5], 0.5, (n, 3)).astype(f32),
-        "has_smpl": rng.random(n) < 0.8,
-        "gender": rng.integers(-1, 2, n).astype(np.int8),
-        "sequence_id": sequence_id, "frame_id": frame_id,
-        "focal_length": np.full(n, 1158.0337, f32),
-        "cam_elevation": rng.uniform(-60, 60, n).astype(f32), "cam_azimuth": rng.uniform(-180, 180, n).astype(f32),
-        "pose_dist_mean": rng.gamma(4, 30, n).astype(f32), "pose_dist_tpose": rng.gamma(6, 30, n).astype(f32),
-        "occluded_ratio": rng.random(n, dtype=f32), "self_occluded_ratio": rng.random(n, dtype=f32),
-        "truncation": rng.random(n, dtype=f32) * 0.2,
-        "weather": rng.integers(-1, 3, n).astype(np.int16), "location": rng.integers(-1, 3, n).astype(np.int16),
-        "daytime_hours": rng.uniform(0, 24, n).astype(f32) % 24,
-    }
-    meta = {"dataset": dataset, "domain": domain,
-            "vocabularies": {"weather": ["clear", "rain", "snow"], "location": ["city", "beach", "forest"]}}
-    return SampleIndex(columns, meta)
