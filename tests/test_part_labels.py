@@ -176,7 +176,7 @@ def test_mesh_self_occlusion_follows_the_worlds_rendered_flags(tiny_config) -> N
     from scipy.stats import spearmanr
 
     from gtahuman.data.index import SampleIndex
-    from gtahuman.data.prepare_sources import BodyContext
+    from gtahuman.data.prepare_common import BodyContext
 
     cfg = tiny_config()
     body_dir = ensure_assets(cfg)

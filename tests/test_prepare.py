@@ -19,7 +19,7 @@ from gtahuman.data.formats.humandata import HUMAN_DATA_NAMES, HumanData, dump_hu
 from gtahuman.data.formats.spin_npz import SpinNpz, write_spin_npz
 from gtahuman.data.index import COLUMNS, SampleIndex
 from gtahuman.data.prepare import SourceChangedError, TooManyBadImagesError, load_prepared, prepare_dataset
-from gtahuman.data.prepare_sources import IMAGE_MARGIN, project_with_margin
+from gtahuman.data.prepare_common import IMAGE_MARGIN, project_with_margin
 
 W, H = 480, 270
 FOCAL = (H / 2) / math.tan(math.radians(25.0))  # vertical fov 50 degrees

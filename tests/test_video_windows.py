@@ -84,7 +84,7 @@ def test_a_source_keeping_one_frame_in_ten_has_windows_and_splits_at_a_dropped_f
 
 
 def test_frame_ids_come_from_file_numbers_when_every_file_has_one() -> None:
-    from gtahuman.data.prepare_sources import folder_sequences
+    from gtahuman.data.prepare_common import folder_sequences
 
     paths = np.array(["mpi/S1/frame_000020.jpg", "mpi/S1/frame_000000.jpg", "mpi/S1/frame_000010.jpg",
                       "pw/a/image_7.jpg", "pw/a/cover.jpg", "pw/a/image_3.jpg"])

@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from gtahuman.data.formats.gta_raw import list_sequences
 from gtahuman.data.index import (CATEGORICAL, COLUMNS, MANIFEST, IndexMismatchError, SampleIndex, describe_source_file,
                                  encode_categorical)
-from gtahuman.data.prepare_sources import IMAGE_MARGIN, SOURCES, BodyContext, Chunk
+from gtahuman.data.prepare_common import IMAGE_MARGIN, BodyContext, Chunk
+from gtahuman.data.prepare_sources import SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def prepare_dataset(
     Returns the saved index, memory-mapped.
     """
     if kind not in SOURCES:
-        raise ValueError(f"unknown source kind '{kind}'; choices: {', '.join(SOURCES)}")
+        raise ValueError(f"unknown source kind '{kind}'; choices: {', '.join(SOURCES.names())}")
     source, out_dir = Path(source).resolve(), Path(out_dir).resolve()
     image_root = None if image_root is None else Path(image_root).resolve()
     chunk_size = int(chunk_size or DEFAULT_CHUNK_SIZE[kind])
@@ -202,7 +203,7 @@ def prepare_dataset(
         if static_fits is not None and kind == "gta_raw":
             raise ValueError(f"{source}: static fits join SPIN npz or HumanData rows; a gta_raw source has SMPL")
         fits = None if static_fits is None else Path(static_fits).resolve()
-        src = SOURCES[kind](source, image_root, body, meta, **({"static_fits": fits} if fits else {}))
+        src = SOURCES.get(kind)(source, image_root, body, meta, **({"static_fits": fits} if fits else {}))
         described = {path: describe_source_file(path) for path in
                      tqdm(src.source_files, desc="checksums", unit="file", disable=not progress, leave=False)}
         settings = {"version": PREPARE_VERSION, "kind": kind, "dataset": dataset_name, "domain": domain,
@@ -293,7 +294,7 @@ def load_prepared(out_dir: str | os.PathLike, source: str | os.PathLike | None =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gtahuman.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=sorted(SOURCES))
+    parser.add_argument("kind", choices=SOURCES.names())
     parser.add_argument("source", help="GTA-Human release root, or the .npz file")
     parser.add_argument("out_dir")
     parser.add_argument("--body-model-dir", required=True)
