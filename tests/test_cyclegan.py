@@ -16,15 +16,15 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from gtahuman.adaptation import sim2real
-from gtahuman.adaptation.cyclegan import CycleGANSystem, lsgan_loss, train_cyclegan
-from gtahuman.adaptation.cyclegan_data import CropPool, UnpairedCropDataset
-from gtahuman.adaptation.cyclegan_nets import (
+from gtahuman.sim2real import translate as sim2real
+from gtahuman.sim2real.cyclegan import CycleGANSystem, lsgan_loss, train_cyclegan
+from gtahuman.sim2real.data import CropPool, UnpairedCropDataset
+from gtahuman.sim2real.nets import (
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
 )
-from gtahuman.adaptation.sim2real import (
+from gtahuman.sim2real.translate import (
     Sim2RealCheckpointError,
     Sim2RealTransform,
     apply_sim2real,
@@ -362,7 +362,7 @@ def test_unpaired_dataset_and_train_function(tmp_path):
 def test_command_on_a_config_then_offline_sim2real_feeds_the_datamodule(tiny_config, tmp_path):
     """The command trains on an experiment's own crop caches; the offline translation of its
     synthetic source then loads through MixedDataModule like any crop cache."""
-    from gtahuman.adaptation.cyclegan import main
+    from gtahuman.sim2real.cyclegan import main
     from gtahuman.data.datamodule import MixedDataModule
     from gtahuman.run_data import ensure_assets, prepare_source
 

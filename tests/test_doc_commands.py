@@ -34,7 +34,7 @@ from gtahuman.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-HELP_ONLY = {"gtahuman.adaptation.cyclegan", "experiments.findings"}  # train for an hour or more: options parse
+HELP_ONLY = {"gtahuman.sim2real.cyclegan", "experiments.findings"}  # train for an hour or more: options parse
 # Documented commands that still end in a traceback (strict: the test fails once they are fixed,
 # so the entry is removed then).
 KNOWN_TRACEBACKS: dict[str, str] = {}  # command text -> why it still ends in a traceback

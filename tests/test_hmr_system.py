@@ -201,6 +201,27 @@ def test_masks_remove_samples_from_training_losses(body_dir: str) -> None:
     assert all(v.item() == 0.0 for v in zero.values())
 
 
+def test_the_synthetic_translation_the_run_gives_sees_only_the_synthetic_rows(body_dir: str) -> None:
+    """sim2real online: HMRSystem applies the callable it is given (it imports no CycleGAN) to the
+    rows of the synthetic sources, and keeps it out of its hyperparameters."""
+    seen = []
+
+    def translation(img: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
+        seen.append(synthetic.clone())
+        return torch.where(synthetic.view(-1, 1, 1, 1), torch.zeros_like(img), img)
+
+    system = make_system(body_dir, sim2real_source_ids=[1], synthetic_translation=translation)
+    batch = make_batch(body_dir)
+    batch["source"] = torch.tensor([0, 1, 1, 0])
+    captured = {}
+    original = system.forward
+    system.forward = lambda img: (captured.setdefault("img", img.clone()), original(img))[1]
+    system._objective(batch)
+    assert seen and seen[0].tolist() == [False, True, True, False]
+    assert (captured["img"][1:3] == 0).all() and torch.equal(captured["img"][[0, 3]], batch["img"][[0, 3]])
+    assert "synthetic_translation" not in system.hparams
+
+
 def test_loss_weights_are_typed_in_the_system_plain_in_its_hyper_parameters(body_dir: str) -> None:
     system = make_system(body_dir, loss_weights={"smpl_pose": 3.0, "parts": 0.0})
     assert system.loss_weights.smpl_pose == 3.0 and system.loss_weights.keypoints2d == 300.0  # the rest: defaults

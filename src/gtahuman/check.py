@@ -189,7 +189,7 @@ def check_files(cfg: DictConfig, report: CheckReport) -> None:
     """Checkpoints and weights the config points to."""
     wanted = {
         "model.init_checkpoint": "the checkpoint to fine-tune from (docs/REPRODUCE.md)",
-        "adaptation.sim2real_checkpoint": "the CycleGAN sim2real generator (gtahuman.adaptation.cyclegan)",
+        "adaptation.sim2real_checkpoint": "the CycleGAN sim2real generator (gtahuman.sim2real.cyclegan)",
         "video.frame_checkpoint": "the frame model whose features the temporal model reads",
     }
     backbone_args = OmegaConf.to_container(cfg.model.backbone_args, resolve=True)

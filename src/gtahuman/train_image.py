@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gtahuman.adaptation.sim2real import apply_sim2real
+from gtahuman.sim2real.translate import SyntheticRowTranslation, apply_sim2real
 from gtahuman.constant_baseline import CONSTANT_FILE, constant_from_datamodule
 from gtahuman.data.budget import BUDGET_FILE, datamodule_budget
 from gtahuman.data.datamodule import MixedDataModule
@@ -138,9 +138,12 @@ INIT_ESTIMATES = ("smpl_mean_params", "train_mean")  # model.init_estimate (chec
 
 def build_system(cfg: DictConfig, body_dir: Path, dm: MixedDataModule, prior_path: str | None,
                  world_size: int | None = None, initial_estimate: dict[str, list] | None = None) -> HMRSystem:
-    """``initial_estimate``: the IEF's start (model.init_estimate=train_mean: the training data's constant)."""
-    return HMRSystem(**system_arguments(cfg, body_dir, [s.name for s in dm.train_sources], prior_path, world_size),
-                     initial_estimate=initial_estimate)
+    """``initial_estimate``: the IEF's start (model.init_estimate=train_mean: the training data's constant).
+    CycleGAN sim2real online: the system gets the translation itself (``synthetic_translation``)."""
+    arguments = system_arguments(cfg, body_dir, [s.name for s in dm.train_sources], prior_path, world_size)
+    checkpoint = arguments.get("sim2real_checkpoint")
+    translation = SyntheticRowTranslation.from_checkpoint(checkpoint) if checkpoint else None
+    return HMRSystem(**arguments, initial_estimate=initial_estimate, synthetic_translation=translation)
 
 
 def train_image(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:

@@ -47,7 +47,9 @@ import torch
 
 from gtahuman.atomic import atomic_output
 from gtahuman.body.rotations import axis_angle_to_matrix
+from gtahuman.body.assets import BodyAssetError
 from gtahuman.body.smpl import BodyModel
+from gtahuman.data.formats.errors import DataFormatError
 from gtahuman.data.formats.spin_npz import bbox_xywh_from_center_scale, read_spin_npz
 from gtahuman.data.static_fits import GT_JOINTS, SPIN_THRESHOLD, crop_keypoints, fit_validity
 from gtahuman.fitting.priors import GaussianPosePrior
@@ -157,6 +159,14 @@ def truth_errors(body_dir: Path, fits: np.ndarray, truth_file: Path, gender: np.
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (FileNotFoundError, DataFormatError, BodyAssetError) as err:  # a missing or bad file: say which
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gtahuman.fitting.static_fits",
                                      description="SPIN-style static fits (N, 82) from a SPIN npz's 2D keypoints.")
     parser.add_argument("dataset", type=Path, help="a SPIN npz (part, center, scale)")

@@ -22,7 +22,7 @@ in `hmr_supervision.HMRSupervisionMixin`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from gtahuman.adaptation import ADAPTATIONS
-from gtahuman.adaptation.sim2real import Sim2RealTransform, translate_synthetic_rows
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.fast_joints import FastJoints54
 from gtahuman.body.smpl import BodyModel, BodyOutput
@@ -105,6 +104,11 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     ``adaptation.weight``, not a supervised term of ``loss_weights``) and its parameters join
     the main optimiser. Under DDP, variant 'hmr' (two backward passes per step) needs
     ``strategy='ddp_find_unused_parameters_true'``.
+    ``synthetic_translation``: ``(img, synthetic (B,) bool) -> img``, applied to each training
+    batch before the forward pass (CycleGAN sim2real online: the run builds it from
+    ``adaptation.sim2real_checkpoint``, `gtahuman.sim2real.SyntheticRowTranslation`); the rows whose
+    ``source`` id is in ``sim2real_source_ids`` are the synthetic ones. ``sim2real_checkpoint`` is
+    only recorded in the hyperparameters.
     ``arch``: 'hmr' (backbone + IEF head) or a name in `gtahuman.models.REGRESSORS` (e.g. 'pare'),
     built from the same backbone / mean-parameter arguments (and ``regressor_args``) into
     ``regressor``. ``loss_weights`` (`gtahuman.config_schema.LossWeights`) also weighs the terms
@@ -154,8 +158,9 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         feature_samples: int = 0,
         adaptation: str | nn.Module | None = None,
         adaptation_args: dict[str, Any] | None = None,
-        sim2real_checkpoint: str | None = None,
+        sim2real_checkpoint: str | None = None,  # recorded; the translation itself is synthetic_translation
         sim2real_source_ids: list[int] | None = None,
+        synthetic_translation: Callable[[Tensor, Tensor], Tensor] | None = None,
         arch: str = "hmr",
         regressor_args: dict[str, Any] | None = None,
         part_labels: str = "render_gt",
@@ -168,7 +173,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         loss_weights = asdict(self.loss_weights)
         legacy_loss_weights.clear()
         # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
-        self.save_hyperparameters(ignore=["adaptation"] if isinstance(adaptation, nn.Module) else None)
+        self.save_hyperparameters(ignore=["synthetic_translation"] + (["adaptation"] if isinstance(adaptation, nn.Module) else []))
         for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
                                      ("schedule", schedule, SCHEDULES), ("part_labels", part_labels, PART_LABELS),
                                      ("keypoint_loss", keypoint_loss, KEYPOINT_LOSSES)):
@@ -211,9 +216,9 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         # Training losses need joints only: posing the ~260 vertices they read is ~15x cheaper.
         self._bodies["neutral_joints"] = FastJoints54(self._bodies["neutral"])
         self._vertex_parts: Tensor | None = None  # PARE's rendered part labels: part of each vertex
-        # CycleGAN sim2real, online: a frozen generator kept out of the module tree (not trained,
-        # not saved), applied to the synthetic sources' samples of each training batch.
-        self._sim2real = Sim2RealTransform.from_checkpoint(sim2real_checkpoint) if sim2real_checkpoint else None
+        # CycleGAN sim2real, online: given by the run, kept out of the module tree (not trained, not
+        # saved), applied to the synthetic sources' samples of each training batch.
+        self._synthetic_translation = synthetic_translation
         self._prior: tuple[Tensor, Tensor] | None = None
         self._init_applied = False
         self.init_report = None
@@ -263,12 +268,11 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     def _objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, HMROutput, Tensor, dict[str, Tensor]]:
         """Forward + supervised (+ adaptation) loss; returns (total, output, valid mask, logs)."""
         merged, n_source = self._merge_domains(batch)
-        if self._sim2real is not None:
+        if self._synthetic_translation is not None:
             if "source" not in merged:
                 raise KeyError("sim2real (online) needs the batch's 'source' ids to find synthetic samples")
             ids = torch.as_tensor(self.hparams.sim2real_source_ids or [], device=merged["source"].device)
-            merged["img"] = translate_synthetic_rows(merged["img"], torch.isin(merged["source"].reshape(-1), ids),
-                                                     self._sim2real)
+            merged["img"] = self._synthetic_translation(merged["img"], torch.isin(merged["source"].reshape(-1), ids))
         output, features = self(merged["img"])
         terms = self.compute_losses(merged, output)
         total = terms.pop("total")

@@ -33,8 +33,8 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gtahuman.adaptation.cyclegan_data import to_unit_range
-from gtahuman.adaptation.cyclegan_nets import ResnetGenerator
+from gtahuman.sim2real.data import to_unit_range
+from gtahuman.sim2real.nets import ResnetGenerator
 from gtahuman.atomic import atomic_output, atomic_write_bytes, atomic_write_text
 from gtahuman.data.crop_cache import (
     AFFINES,
@@ -68,12 +68,12 @@ def load_generator(checkpoint: str | os.PathLike, direction: str = "synthetic_to
         raise ValueError(f"sim2real: direction must be one of {sorted(DIRECTIONS)}; got {direction!r}")
     if not path.is_file():
         raise FileNotFoundError(f"sim2real checkpoint {path} not found (train one with "
-                                "python -m gtahuman.adaptation.cyclegan)")
+                                "python -m gtahuman.sim2real.cyclegan)")
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
     if not isinstance(hparams, Mapping) or not isinstance(state, Mapping):
         raise Sim2RealCheckpointError(f"{path}: no 'hyper_parameters'/'state_dict'; expected a Lightning checkpoint "
-                                      "of gtahuman.adaptation.cyclegan.CycleGANSystem")
+                                      "of gtahuman.sim2real.cyclegan.CycleGANSystem")
     prefix = DIRECTIONS[direction]
     missing = [k for k in GENERATOR_ARGS if k not in hparams]
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -152,6 +152,22 @@ def translate_synthetic_rows(img: Tensor, synthetic: Tensor, transform: nn.Modul
         out = img.clone()
         out[synthetic] = transform(img[synthetic])
     return out
+
+
+class SyntheticRowTranslation:
+    """``(img, synthetic (B,) bool) -> img`` with the synthetic rows restyled: the online
+    translation a run hands to `HMRSystem` (``synthetic_translation``), so that the system applies
+    it without knowing CycleGAN."""
+
+    def __init__(self, transform: nn.Module) -> None:
+        self.transform = transform
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike) -> SyntheticRowTranslation:
+        return cls(Sim2RealTransform.from_checkpoint(checkpoint))
+
+    def __call__(self, img: Tensor, synthetic: Tensor) -> Tensor:
+        return translate_synthetic_rows(img, synthetic, self.transform)
 
 
 # ---------------------------------------------------------------------- offline translation
@@ -276,7 +292,7 @@ def apply_sim2real(checkpoint: str | None, mode: str, train_sources: Mapping[str
         return Sim2RealSetup(sources)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"config key 'adaptation.sim2real_checkpoint': {checkpoint} not found (train one "
-                                "with python -m gtahuman.adaptation.cyclegan)")
+                                "with python -m gtahuman.sim2real.cyclegan)")
     synthetic = [name for name, spec in sources.items() if spec.role == "synthetic"]
     if not synthetic:
         raise ValueError(f"adaptation.sim2real_checkpoint is set but no train source has role 'synthetic' "

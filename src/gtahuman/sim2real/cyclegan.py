@@ -18,8 +18,8 @@ is constant for ``epochs_constant`` epochs, then decays linearly to 0 over ``epo
 
 Train it with ``train_cyclegan(...)`` or the command::
 
-    python -m gtahuman.adaptation.cyclegan --real-crops DIR [DIR ...] --synthetic-crops DIR [...] --out DIR
-    python -m gtahuman.adaptation.cyclegan --config experiment=<name> [key=value ...] --out DIR
+    python -m gtahuman.sim2real.cyclegan --real-crops DIR [DIR ...] --synthetic-crops DIR [...] --out DIR
+    python -m gtahuman.sim2real.cyclegan --config experiment=<name> [key=value ...] --out DIR
 
 (the second form takes the crop caches of that experiment's real and synthetic train sources).
 The result is ``<out>/checkpoints/last.ckpt``; set ``adaptation.sim2real_checkpoint`` to it.
@@ -39,11 +39,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 
-from gtahuman.adaptation.cyclegan_data import (
+from gtahuman.sim2real.data import (
     UnpairedCropDataModule,
     crop_dirs_from_config,
 )
-from gtahuman.adaptation.cyclegan_nets import (
+from gtahuman.sim2real.nets import (
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
@@ -217,7 +217,7 @@ def train_cyclegan(real_crop_dirs: list[str], synthetic_crop_dirs: list[str], ou
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m gtahuman.adaptation.cyclegan", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gtahuman.sim2real.cyclegan", description=__doc__.split("\n\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--real-crops", nargs="+", metavar="DIR", help="crop caches of real images")
     source.add_argument("--config", nargs="*", metavar="KEY=VALUE",
