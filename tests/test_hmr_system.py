@@ -117,6 +117,30 @@ def test_smooth_l1_keypoint_loss_hand_values() -> None:
         Lf.keypoint_2d_loss(pred, gt, torch.ones(1), "huber")
 
 
+def test_confident_reduction_divides_by_the_confident_elements_only() -> None:
+    """mmhuman3d's mean: sum of conf x loss over the elements of positive confidence (hand values);
+    SPIN's counts every element of the kept samples."""
+    pred = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [3.0, 3.0]], [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    gt = torch.tensor([[[1.0, 0.0, 1.0], [1.0, 3.0, 0.5], [0.0, 0.0, 0.0]],
+                       [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    # sample 0: 1 + 0.5 * 4 = 3 over 4 confident elements (joint 2 has conf 0); sample 1: 1 over 2
+    both = torch.ones(2)
+    assert Lf.keypoint_2d_loss(pred, gt, both, reduction="confident").item() == pytest.approx(4.0 / 6)
+    assert Lf.keypoint_2d_loss(pred, gt, both).item() == pytest.approx(4.0 / 12)
+    # a masked-out sample leaves both its loss and its confident elements out
+    assert Lf.keypoint_2d_loss(pred, gt, torch.tensor([1, 0]), reduction="confident").item() == pytest.approx(3.0 / 4)
+    # nothing confident: an exact 0, no NaN
+    assert Lf.keypoint_2d_loss(pred, torch.zeros_like(gt), both, reduction="confident").item() == 0.0
+    gt3 = torch.zeros(1, 54, 4)
+    gt3[0, :10, 3] = 1.0  # ten confident joints
+    pred3 = gt3[..., :3].clone()
+    pred3[0, 0, 1] = 2.0
+    assert Lf.keypoint_3d_loss(pred3, gt3, torch.ones(1), reduction="confident").item() == pytest.approx(4.0 / 30)
+    assert Lf.keypoint_3d_loss(pred3, gt3, torch.ones(1)).item() == pytest.approx(4.0 / (54 * 3))
+    with pytest.raises(ValueError, match="keypoint reduction"):
+        Lf.keypoint_2d_loss(pred, gt, both, reduction="sum")
+
+
 def test_keypoint_3d_loss_centres_at_the_extra_regressors_hips_only() -> None:
     # only the two centring joints move: centred at the mid-point of right_hip_extra and
     # left_hip_extra, the other 52 joints shift by half the move; centred on any other joints
@@ -255,6 +279,18 @@ def test_the_systems_keypoint_terms_use_the_configured_element_loss(body_dir: st
     assert terms["smooth_l1"]["keypoints3d"].item() < 0.9 * terms["mse"]["keypoints3d"].item()
     with pytest.raises(ValueError, match="keypoint_loss must be one of"):
         make_system(body_dir, keypoint_loss="huber")
+    # the reduction reaches both terms too: with a third of the keypoints unlabelled, the confident
+    # mean is the plain one times 3/2
+    batch["keypoints2d"][:, ::3, 2] = 0.0
+    batch["keypoints3d"][:, ::3, 3] = 0.0
+    plain, confident = (make_system(body_dir, keypoint_reduction=r).eval() for r in ("all", "confident"))
+    with torch.no_grad():
+        output, _ = plain(batch["img"])
+        a, b = plain.compute_losses(batch, output), confident.compute_losses(batch, output)
+    for term in ("keypoints2d", "keypoints3d"):
+        assert b[term].item() == pytest.approx(a[term].item() * 54 / 36, rel=1e-5)
+    with pytest.raises(ValueError, match="keypoint_reduction must be one of"):
+        make_system(body_dir, keypoint_reduction="sum")
 
 
 @pytest.mark.parametrize("supervision, off, on", [

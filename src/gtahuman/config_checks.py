@@ -263,6 +263,7 @@ def _check_model(c: _Checks) -> None:
     c.number("model.n_iter", 1, what="IEF iterations")
     c.registered("model.part_labels", "part-label source")
     c.registered("model.keypoint_loss", "keypoint loss")
+    c.registered("model.keypoint_reduction", "keypoint reduction")
     c.number("model.head_dropout", 0, 1, high_open=True, what="dropout probability")
     c.registered("model.init_estimate", "initial estimate")
     if c.value("model.init_estimate") == "train_mean" and c.value("model.init_checkpoint"):

@@ -33,6 +33,7 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "part-label source": ("gtahuman.systems.hmr_supervision", "PART_LABELS", ("batch", "render_gt")),
     "lr schedule": ("gtahuman.systems.optimisation", "SCHEDULES", ("constant", "cosine", "step")),
     "keypoint loss": ("gtahuman.systems.losses", "KEYPOINT_LOSSES", ("mse", "smooth_l1")),
+    "keypoint reduction": ("gtahuman.systems.losses", "KEYPOINT_REDUCTIONS", ("all", "confident")),
     "checkpoint format": ("gtahuman.systems.checkpoint_import", "FORMATS", ("auto", "mmhuman3d", "spin", "suite")),
     "initial estimate": ("gtahuman.train_image", "INIT_ESTIMATES", ("smpl_mean_params", "train_mean")),
 }

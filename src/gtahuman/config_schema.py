@@ -165,6 +165,9 @@ class ModelConfig:
     # element loss of the 2D and 3D keypoint terms: mse (SPIN, the paper's "same as SPIN") |
     # smooth_l1 (mmhuman3d's GTA-Human configs; gtahuman.systems.losses.keypoint_element_loss)
     keypoint_loss: str = "mse"
+    # their mean: all (every element, SPIN) | confident (the elements of positive confidence only,
+    # mmhuman3d's later body-model estimator; gtahuman.systems.losses)
+    keypoint_reduction: str = "all"
     init_checkpoint: Optional[str] = None  # fine-tuning: suite checkpoint or SPIN/mmhuman3d state dict
     init_format: str = "auto"  # auto | suite | spin | mmhuman3d
     prior_sources: List[str] = field(default_factory=list)  # train sources feeding the pose prior (hmr)

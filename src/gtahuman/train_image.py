@@ -92,7 +92,7 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         backbone_args=OmegaConf.to_container(m.backbone_args, resolve=True), img_res=cfg.data.img_res,
         variant=m.variant, n_iter=m.n_iter, head_dropout=m.head_dropout, supervision=m.supervision,
         supervision_sources=supervision_source_ids(cfg, train_names),
-        loss_weights=OmegaConf.to_container(w), keypoint_loss=m.keypoint_loss,
+        loss_weights=OmegaConf.to_container(w), keypoint_loss=m.keypoint_loss, keypoint_reduction=m.keypoint_reduction,
         lr=o.lr, disc_lr=o.disc_lr, weight_decay=o.weight_decay,
         # Per device: data.batch_size is global, and the system's lr scaling multiplies by the
         # trainer's world size and accumulation itself (global batch x accumulate / base).

@@ -51,7 +51,7 @@ from gtahuman.data.transforms import finish_images
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr_evaluation import HMREvaluationMixin
 from gtahuman.systems.hmr_supervision import PART_LABELS, HMRSupervisionMixin
-from gtahuman.systems.losses import KEYPOINT_LOSSES
+from gtahuman.systems.losses import KEYPOINT_LOSSES, KEYPOINT_REDUCTIONS
 from gtahuman.systems.optimisation import (  # noqa: F401  (effective_learning_rate, cosine_with_warmup: public here too)
     SCHEDULES,
     adam,
@@ -138,6 +138,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         # camera prior) (reference/spin_vibe_hmr2.md 1.7); adversarial 1 as mmhuman3d's HMR.
         loss_weights: LossWeights | Mapping[str, float] | None = None,
         keypoint_loss: str = "mse",  # element loss of both keypoint terms: mse (SPIN) | smooth_l1 (mmhuman3d)
+        keypoint_reduction: str = "all",  # their mean: every element (SPIN) | confident ones (mmhuman3d)
         loss_adaptation: float = 1.0,
         lr: float = 5e-5,  # SPIN's Adam lr at batch 64
         disc_lr: float = 1e-4,  # mmhuman3d HMR
@@ -176,7 +177,8 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         self.save_hyperparameters(ignore=["synthetic_translation"] + (["adaptation"] if isinstance(adaptation, nn.Module) else []))
         for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
                                      ("schedule", schedule, SCHEDULES), ("part_labels", part_labels, PART_LABELS),
-                                     ("keypoint_loss", keypoint_loss, KEYPOINT_LOSSES)):
+                                     ("keypoint_loss", keypoint_loss, KEYPOINT_LOSSES),
+                                     ("keypoint_reduction", keypoint_reduction, KEYPOINT_REDUCTIONS)):
             if value not in choices:
                 raise ValueError(f"HMRSystem: {name} must be one of {choices}, got {value!r}")
         if schedule == "step" and not milestones:

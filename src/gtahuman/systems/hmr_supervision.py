@@ -32,7 +32,7 @@ _REQUIRED_KEYS = ("img", "keypoints2d", "keypoints3d", "smpl_global_orient", "sm
 
 class HMRSupervisionMixin:
     """Needs from the system: ``loss_weights`` (gtahuman.config.LossWeights), ``hparams``
-    (keypoint_loss, supervision, img_res, part_labels),
+    (keypoint_loss, keypoint_reduction, supervision, img_res, part_labels),
     ``focal_length``, ``_body(name, device)``, ``predict_joints54``, ``predict_body`` and a
     ``_vertex_parts`` slot (None until first use)."""
 
@@ -98,10 +98,10 @@ class HMRSupervisionMixin:
         if weights["keypoints2d"]:
             _, projected = project_to_crop(joints54, cam, self.focal_length, hp.img_res)
             terms["keypoints2d"] = Lf.keypoint_2d_loss(projected, batch["keypoints2d"].float(), masks["keypoints2d"],
-                                                       hp.keypoint_loss)
+                                                       hp.keypoint_loss, hp.keypoint_reduction)
         if weights["keypoints3d"]:
-            terms["keypoints3d"] = Lf.keypoint_3d_loss(joints54, batch["keypoints3d"].float(),
-                                                       masks["keypoints3d"], hp.keypoint_loss)
+            terms["keypoints3d"] = Lf.keypoint_3d_loss(joints54, batch["keypoints3d"].float(), masks["keypoints3d"],
+                                                       hp.keypoint_loss, hp.keypoint_reduction)
         if weights["keypoints3d_aligned"]:
             terms["keypoints3d_aligned"] = Lf.keypoint_3d_aligned_loss(joints54, batch["keypoints3d"].float(),
                                                                        masks["keypoints3d"])

@@ -10,7 +10,9 @@ Reductions follow SPIN (reference/spin_vibe_hmr2.md 1.7): element-wise squared e
 the GT confidence, then a plain mean over every element (confidence 0 elements count in the
 denominator, as in SPIN's ``(conf * mse).mean()``). The keypoint terms also take mmhuman3d's
 element loss, ``kind='smooth_l1'`` (its SmoothL1Loss at the default beta of 1: 0.5 d^2 below 1,
-|d| - 0.5 above), with the same reduction (mmhuman3d divides by the confident elements only).
+|d| - 0.5 above), and its reduction, ``reduction='confident'``: the sum of conf x loss divided
+by the number of elements whose confidence is positive (the body-model estimator of mmhuman3d's
+later releases; its earlier ones averaged over every element, as SPIN).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from gtahuman.metrics import kabsch_rotation
 _SMPL54_RIGHT_HIP = conventions.joint_index("smpl_54", "right_hip_extra")
 _SMPL54_LEFT_HIP = conventions.joint_index("smpl_54", "left_hip_extra")
 KEYPOINT_LOSSES = ("mse", "smooth_l1")  # element loss of the 2D / 3D keypoint terms (SPIN's, mmhuman3d's)
+KEYPOINT_REDUCTIONS = ("all", "confident")  # their mean: over every element (SPIN) | confident ones (mmhuman3d)
 SMOOTH_L1_BETA = 1.0  # mmhuman3d's SmoothL1Loss default, which its GTA-Human configs keep
 
 
@@ -47,8 +50,9 @@ def _as_mask(sample_mask: Tensor, batch: int, name: str) -> Tensor:
     return mask > 0
 
 
-def _masked_mean(per_element: Tensor, sample_mask: Tensor, name: str) -> Tensor:
-    """Mean of ``per_element`` (B, ...) over the samples where the mask is set.
+def _masked_mean(per_element: Tensor, sample_mask: Tensor, name: str, confidence: Tensor | None = None) -> Tensor:
+    """Mean of ``per_element`` (B, ...) over the samples where the mask is set; with
+    ``confidence`` (broadcastable to it), over their elements of positive confidence only.
 
     Written without a data-dependent branch (no GPU sync); ``torch.where`` rather than a
     product keeps a NaN in a masked-out sample from leaking into the result.
@@ -56,15 +60,24 @@ def _masked_mean(per_element: Tensor, sample_mask: Tensor, name: str) -> Tensor:
     mask = _as_mask(sample_mask, per_element.shape[0], name).to(per_element.device)
     per_sample_shape = (-1,) + (1,) * (per_element.ndim - 1)
     kept = torch.where(mask.reshape(per_sample_shape), per_element, per_element.new_zeros(()))
+    if confidence is not None:
+        counted = (confidence > 0).expand_as(per_element) & mask.reshape(per_sample_shape)
+        return kept.sum() / counted.sum().clamp(min=1)
     elements_per_sample = per_element[0].numel() if per_element.shape[0] else 1
     count = mask.sum().clamp(min=1) * elements_per_sample
     return kept.sum() / count
 
 
+def _check_reduction(reduction: str) -> None:
+    if reduction not in KEYPOINT_REDUCTIONS:
+        raise ValueError(f"keypoint reduction must be one of {KEYPOINT_REDUCTIONS}, got {reduction!r}")
+
+
 def keypoint_2d_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_mask: Tensor,
-                     kind: str = "mse") -> Tensor:
+                     kind: str = "mse", reduction: str = "all") -> Tensor:
     """SPIN's 2D loss: mean of conf * (pred - gt)^2 over (sample, joint, xy) (``kind``: the
-    element loss, `keypoint_element_loss`).
+    element loss, `keypoint_element_loss`; ``reduction='confident'``: over the elements of
+    positive confidence only, as mmhuman3d).
 
     ``pred_keypoints2d`` (B, J, 2) and ``gt_keypoints2d`` (B, J, 3) = (x, y, conf), both in the
     same normalised crop coordinates (SPIN: 2 x / img_res - 1).
@@ -73,9 +86,10 @@ def keypoint_2d_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_ma
             or gt_keypoints2d.shape[-1] != 3:
         raise ValueError(f"keypoint_2d_loss: expected pred (B, J, 2) and gt (B, J, 3); "
                          f"got {tuple(pred_keypoints2d.shape)} and {tuple(gt_keypoints2d.shape)}")
+    _check_reduction(reduction)
     conf = gt_keypoints2d[..., 2:3]
     per_element = conf * keypoint_element_loss(pred_keypoints2d - gt_keypoints2d[..., :2], kind)
-    return _masked_mean(per_element, sample_mask, "keypoint_2d_loss")
+    return _masked_mean(per_element, sample_mask, "keypoint_2d_loss", conf if reduction == "confident" else None)
 
 
 def keypoint_2d_l1_loss(pred_keypoints2d: Tensor, gt_keypoints2d: Tensor, sample_mask: Tensor) -> Tensor:
@@ -98,9 +112,10 @@ def centre_at_mid_hip(joints54: Tensor) -> Tensor:
 
 
 def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask: Tensor,
-                     kind: str = "mse") -> Tensor:
+                     kind: str = "mse", reduction: str = "all") -> Tensor:
     """SPIN's 3D loss in the smpl_54 convention: both sets centred at the mid-hip point, then the
-    mean of conf * (pred - gt)^2 over (sample, joint, xyz) (``kind``: `keypoint_element_loss`).
+    mean of conf * (pred - gt)^2 over (sample, joint, xyz) (``kind``: `keypoint_element_loss`;
+    ``reduction``: as `keypoint_2d_loss`).
 
     ``pred_joints54`` (B, 54, 3) metres; ``gt_keypoints3d`` (B, 54, 4) = (x, y, z, conf). Pass
     ``has_keypoints3d & valid`` as the mask.
@@ -109,10 +124,12 @@ def keypoint_3d_loss(pred_joints54: Tensor, gt_keypoints3d: Tensor, sample_mask:
             or pred_joints54.shape[0] != gt_keypoints3d.shape[0]:
         raise ValueError(f"keypoint_3d_loss: expected pred (B, 54, 3) and gt (B, 54, 4) in smpl_54; "
                          f"got {tuple(pred_joints54.shape)} and {tuple(gt_keypoints3d.shape)}")
+    _check_reduction(reduction)
     conf = gt_keypoints3d[..., 3:4]
     pred = centre_at_mid_hip(pred_joints54)
     gt = centre_at_mid_hip(gt_keypoints3d[..., :3])
-    return _masked_mean(conf * keypoint_element_loss(pred - gt, kind), sample_mask, "keypoint_3d_loss")
+    return _masked_mean(conf * keypoint_element_loss(pred - gt, kind), sample_mask, "keypoint_3d_loss",
+                        conf if reduction == "confident" else None)
 
 
 def best_rotation(source: Tensor, target: Tensor, weights: Tensor) -> Tensor:
