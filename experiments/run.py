@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     except DiskFullError as err:  # a checkpoint or cache write ran out of space: say where, and how to go on
-        from gtahuman.run_callbacks import resume_command
+        from gtahuman.run_signals import resume_command
 
         command, _ = resume_command(cfg, args) if cfg.run.run_id else ("the same command", False)
         print(f"error: {err.strerror}\nfree space there, then continue the run with:\n  {command}", file=sys.stderr)

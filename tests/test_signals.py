@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT end a run resumably (`gtahuman.run_callbacks.StopOnSignal`).
+"""SIGTERM and SIGINT end a run resumably (`gtahuman.run_signals.StopOnSignal`).
 
 A real training process (``python -m experiments.run`` on the tiny world, 16 steps per epoch,
 2 epochs, no step checkpoints) gets the real signal once its log shows a step inside the second
@@ -40,7 +40,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnv
 from omegaconf import OmegaConf
 
 from gtahuman.config import REPO_ROOT
-from gtahuman.run_callbacks import RunInterrupted, StopOnSignal, exit_status, resume_command
+from gtahuman.run_signals import RunInterrupted, StopOnSignal, exit_status, resume_command
 from gtahuman.train import train
 
 STEPS_PER_EPOCH = 16

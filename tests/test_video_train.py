@@ -86,7 +86,7 @@ def test_sigterm_stops_a_video_run_at_a_step_and_its_resume_finishes_it(runs, ti
     import lightning as L
 
     import gtahuman.video.train as video_train
-    from gtahuman.run_callbacks import RunInterrupted
+    from gtahuman.run_signals import RunInterrupted
 
     class SignalAfterFirstStep(L.Callback):  # a scheduler's SIGTERM, arriving after step 1 (acted on at the next step end)
         def on_train_batch_end(self, trainer, *args) -> None:

@@ -19,15 +19,9 @@ from gtahuman.constant_baseline import ConstantPrediction
 from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule, SourceSpec
 from gtahuman.data.index import SampleIndex
 from gtahuman.evaluation import summarize
-from gtahuman.run_callbacks import (
-    AtomicCheckpointIO,
-    ResumableCSVLogger,
-    StepSeeding,
-    StopOnNonFiniteLoss,
-    StopOnSignal,
-    resume_command,
-)
+from gtahuman.run_callbacks import AtomicCheckpointIO, ResumableCSVLogger, StepSeeding, StopOnNonFiniteLoss
 from gtahuman.run_samples import SampleMeshes
+from gtahuman.run_signals import StopOnSignal, resume_command
 from gtahuman.rundir import RunDir, create_run_dir
 from gtahuman.systems.results import gather_rows
 

@@ -36,7 +36,7 @@ from gtahuman.constant_baseline import CONSTANT_FILE, constant_from_datamodule
 from gtahuman.data.budget import BUDGET_FILE, datamodule_budget
 from gtahuman.data.datamodule import MixedDataModule
 from gtahuman.data.dropped import dropped_at_prepare, log_dropped
-from gtahuman.run_callbacks import signal_guard
+from gtahuman.run_signals import signal_guard
 from gtahuman.run_data import (
     datamodule_arguments,
     ensure_assets,
@@ -194,7 +194,7 @@ def train_image(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[s
             logger.info("resuming from %s", ckpt)
         else:  # interrupted before its first checkpoint: nothing to continue from
             logger.warning("run.resume=true but %s does not exist; training from the start", run.last_checkpoint)
-    with warnings.catch_warnings(), signal_guard(trainer):  # SIGINT / SIGTERM: run_callbacks.StopOnSignal
+    with warnings.catch_warnings(), signal_guard(trainer):  # SIGINT / SIGTERM: run_signals.StopOnSignal
         if ckpt:  # a resumed run's checkpoint folder is expected to hold checkpoints
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
             # MixedDataModule restores its samplers' position itself (its state_dict travels in the checkpoint)

@@ -4,7 +4,7 @@ A scheduler's SIGTERM often reaches every process of a job, not the main one alo
 the processes of a job step, `kill -- -PGID` a whole process group, Ctrl+C in a terminal sends
 SIGINT to the foreground group). A worker that dies of it takes the run down with it: the main
 process, which would have saved a checkpoint at the next step and printed the resume command
-(`gtahuman.run_callbacks.StopOnSignal`), instead fails on "DataLoader worker killed by signal".
+(`gtahuman.run_signals.StopOnSignal`), instead fails on "DataLoader worker killed by signal".
 
 So a worker ignores its first SIGINT or SIGTERM: the main process received the same signal, stops
 the run after the step in progress and shuts its workers down (their queues end them). A second

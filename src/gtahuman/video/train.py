@@ -39,7 +39,7 @@ from gtahuman.data.datamodule import SourceSpec
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.sampler_plans import mixture_target
 from gtahuman.models import HMRHead
-from gtahuman.run_callbacks import StopOnSignal, resume_command, signal_guard
+from gtahuman.run_signals import StopOnSignal, resume_command, signal_guard
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
 from gtahuman.systems.checkpoint_import import import_hmr_state_dict
 from gtahuman.systems.hmr import HMRSystem
