@@ -66,8 +66,8 @@ VARIANTS = ("hmr", "hmr_plus")
 # on_after_batch_transfer finishes uint8 crops whatever the data module: Lightning's notice says what is meant
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 SUPERVISION = ("both", "keypoints", "smpl")
-# SPIN/mmhuman3d: focal 5000 px for a 224 px crop. Scaling it with the crop keeps the same
-# field of view, so a weak-perspective scale s means the same depth 2 f / (R s) at any R.
+# SPIN/mmhuman3d: focal 5000 px for a 224 px crop, scaled with the crop (the same field of view,
+# so a weak-perspective scale s means the same depth 2 f / (R s) at any R)
 SPIN_FOCAL, SPIN_CROP_RES = 5000.0, 224
 
 
@@ -103,12 +103,8 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
     ``adaptation_args``; its loss is multiplied by ``loss_adaptation`` (the DA objective's weight,
     ``adaptation.weight``, not a supervised term of ``loss_weights``) and its parameters join
     the main optimiser. Under DDP, variant 'hmr' (two backward passes per step) needs
-    ``strategy='ddp_find_unused_parameters_true'``.
-    ``synthetic_translation``: ``(img, synthetic (B,) bool) -> img``, applied to each training
-    batch before the forward pass (CycleGAN sim2real online: the run builds it from
-    ``adaptation.sim2real_checkpoint``, `gtahuman.sim2real.SyntheticRowTranslation`); the rows whose
-    ``source`` id is in ``sim2real_source_ids`` are the synthetic ones. ``sim2real_checkpoint`` is
-    only recorded in the hyperparameters.
+    ``strategy='ddp_find_unused_parameters_true'``. ``synthetic_translation``: ``(img, synthetic rows (B,)) -> img`` per training batch, rows of
+    ``sim2real_source_ids`` (CycleGAN online: `gtahuman.sim2real.SyntheticRowTranslation`).
     ``arch``: 'hmr' (backbone + IEF head) or a name in `gtahuman.models.REGRESSORS` (e.g. 'pare'),
     built from the same backbone / mean-parameter arguments (and ``regressor_args``) into
     ``regressor``. ``loss_weights`` (`gtahuman.config_schema.LossWeights`) also weighs the terms
@@ -159,7 +155,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         feature_samples: int = 0,
         adaptation: str | nn.Module | None = None,
         adaptation_args: dict[str, Any] | None = None,
-        sim2real_checkpoint: str | None = None,  # recorded; the translation itself is synthetic_translation
+        sim2real_checkpoint: str | None = None,  # only recorded; the run passes synthetic_translation
         sim2real_source_ids: list[int] | None = None,
         synthetic_translation: Callable[[Tensor, Tensor], Tensor] | None = None,
         arch: str = "hmr",
@@ -173,7 +169,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         self.loss_weights = loss_weights_from(loss_weights, legacy_loss_weights, owner="HMRSystem")
         loss_weights = asdict(self.loss_weights)
         legacy_loss_weights.clear()
-        # A module passed as the hook cannot be a hyper-parameter; pass it again when loading.
+        # Modules and callables are no hyper-parameters (a module hook is passed again when loading)
         self.save_hyperparameters(ignore=["synthetic_translation"] + (["adaptation"] if isinstance(adaptation, nn.Module) else []))
         for name, value, choices in (("variant", variant, VARIANTS), ("supervision", supervision, SUPERVISION),
                                      ("schedule", schedule, SCHEDULES), ("part_labels", part_labels, PART_LABELS),
@@ -218,9 +214,7 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         # Training losses need joints only: posing the ~260 vertices they read is ~15x cheaper.
         self._bodies["neutral_joints"] = FastJoints54(self._bodies["neutral"])
         self._vertex_parts: Tensor | None = None  # PARE's rendered part labels: part of each vertex
-        # CycleGAN sim2real, online: given by the run, kept out of the module tree (not trained, not
-        # saved), applied to the synthetic sources' samples of each training batch.
-        self._synthetic_translation = synthetic_translation
+        self._synthetic_translation = synthetic_translation  # out of the module tree: not trained, not saved
         self._prior: tuple[Tensor, Tensor] | None = None
         self._init_applied = False
         self.init_report = None
