@@ -33,7 +33,7 @@ from gtahuman.sim2real.translate import (
     translate_synthetic_rows,
 )
 from gtahuman.data.crop_cache import CropCache, CropCacheMismatchError, build_crop_cache
-from gtahuman.data.datamodule import SourceSpec
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex, encode_strings
 from gtahuman.data.index_synthetic import synthesize_index
 from gtahuman.data.transforms import IMAGENET_MEAN, IMAGENET_STD

@@ -13,7 +13,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from gtahuman.data.crop_cache import build_crop_cache
-from gtahuman.data.datamodule import MixedDataModule, SourceSpec
+from gtahuman.data.datamodule import MixedDataModule
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.datasets import IndexDataset, TooManyBadSamplesError
 from gtahuman.data.index import SampleIndex, encode_strings
 from gtahuman.data.index_synthetic import synthesize_index

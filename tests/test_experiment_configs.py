@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from gtahuman.config import ConfigError, experiment_names, load_config, require_complete
 from gtahuman.config_checks import validate_config
-from gtahuman.data.datamodule import MixedDataModule, SourceSpec
+from gtahuman.data.datamodule import MixedDataModule
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.prepare_sources import SOURCES
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.evaluation import PROTOCOLS

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from gtahuman.data.crop_cache import UnreadableImageError, build_crop_cache
-from gtahuman.data.datamodule import MixedDataModule, SourceSpec
+from gtahuman.data.datamodule import MixedDataModule
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex, encode_strings
 from gtahuman.data.index_synthetic import synthesize_index
 from gtahuman.data.shards import SHARDS_MANIFEST, CropShards, CropShardsMismatchError, write_crop_shards

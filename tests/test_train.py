@@ -221,7 +221,7 @@ def test_evaluate_reproduces_the_run_and_writes_its_folder(runs, capsys) -> None
 
 
 def test_adaptation_mode_draws_only_the_real_sources(tiny_config) -> None:
-    from gtahuman.data.datamodule import SourceSpec
+    from gtahuman.data.source_spec import SourceSpec
     from gtahuman.run_data import datamodule_arguments
     from gtahuman.train_image import adaptation_arguments
 

@@ -50,7 +50,7 @@ from gtahuman.data.check import (
     index_dir_for,
     sample_image_paths,
 )
-from gtahuman.data.datamodule import SourceSpec
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import MANIFEST
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin", ".npz")

@@ -32,7 +32,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from gtahuman.data.datamodule import MixedDataModule, SourceSpec
+from gtahuman.data.datamodule import MixedDataModule
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import NUM_KEYPOINTS
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.run_data import datamodule_arguments, write_prior_poses

@@ -20,7 +20,8 @@ from gtahuman.atomic import atomic_output, file_lock
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import write_toy_body_assets
 from gtahuman.data.crop_cache import build_crop_cache
-from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule, SourceSpec
+from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.mixing import configured_sampler_arguments
 from gtahuman.data.prepare import content_key, prepare_dataset

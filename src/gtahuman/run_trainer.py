@@ -16,7 +16,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gtahuman.constant_baseline import ConstantPrediction
-from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule, SourceSpec
+from gtahuman.data.datamodule import FACTOR_COLUMNS, MixedDataModule
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex
 from gtahuman.evaluation import summarize
 from gtahuman.run_callbacks import AtomicCheckpointIO, ResumableCSVLogger, StepSeeding, StopOnNonFiniteLoss

@@ -44,7 +44,7 @@ from gtahuman.data.crop_cache import (
     CropCache,
     CropCacheMismatchError,
 )
-from gtahuman.data.datamodule import SourceSpec
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)

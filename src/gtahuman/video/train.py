@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gtahuman.config import ConfigError
-from gtahuman.data.datamodule import SourceSpec
+from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.sampler_plans import mixture_target
 from gtahuman.models import HMRHead
