@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FORBIDDEN = [
     (("gtahuman.body", "gtahuman.metrics", "gtahuman.registry", "gtahuman.atomic", "gtahuman.pickle_globals",
       "gtahuman.config", "gtahuman.config_schema", "gtahuman.config_names", "gtahuman.config_checks",
+      "gtahuman.config_problems",
       "gtahuman.data.formats"),
      ("gtahuman.data.", "gtahuman.models", "gtahuman.systems", "gtahuman.adaptation", "gtahuman.sim2real", "gtahuman.video",
       "gtahuman.fitting", "gtahuman.run_", "gtahuman.train", "gtahuman.sweep", "gtahuman.check"),

@@ -14,137 +14,29 @@ names every bad key, its value and what was expected::
 
 Values still ``???`` are skipped here (`gtahuman.config.require_complete` names them). The
 names and vocabularies the values are checked against are in `gtahuman.config_names` (registry
-snapshots, so that the checks import no torch).
+snapshots, so that the checks import no torch); the collecting machinery (`Checks`,
+`ConfigProblem`) is in `gtahuman.config_problems`.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from gtahuman.config import ConfigError, did_you_mean
 from gtahuman.config_names import (
-    ACCELERATORS, ADAPTATION_BATCHES, ADAPTATION_REAL_SHARE, LOGGER_PACKAGES, LOGGERS, MAX_SEED, MODES, NAME_SOURCES, PRECISIONS,
+    ACCELERATORS, ADAPTATION_BATCHES, ADAPTATION_REAL_SHARE, LOGGER_PACKAGES, LOGGERS, MAX_SEED, MODES, PRECISIONS,
     ROLES, SAMPLERS_NEEDING_REAL_RATIO, SAMPLERS_TAKING_EPOCH_LENGTH, SAMPLERS_TAKING_REAL_RATIO,
     SAMPLER_ARGS_SET_BY_THE_DATAMODULE, SIM2REAL_MODES, SPLITS, STRATEGIES, TASKS, known_names,
 )
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    key: str  # the dotted config key
-    value: Any
-    expected: str
-
-    @property
-    def shown(self) -> str:
-        """The value as it would be written on the command line."""
-        return _show(self.value)
-
-    def format(self) -> str:
-        return f"{self.key}={self.shown}: expected {self.expected}"
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return value if value and value.strip() == value else repr(value)
-    if isinstance(value, (DictConfig, ListConfig)):
-        return str(OmegaConf.to_container(value, resolve=False))
-    return str(value)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '>='} {_num(low)}"
-    return f"{'<' if high_open else '<='} {_num(high)}"
-
-
-class _Checks:
-    """Collects every problem of one config (a check never stops at the first)."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self.problems: list[ConfigProblem] = []
-        self._unresolved: set[str] = set()  # keys reported as not resolving (reported once)
-
-    def bad(self, key: str, value: Any, expected: str) -> None:
-        self.problems.append(ConfigProblem(key, value, expected))
-
-    def get(self, key: str) -> tuple[bool, Any]:
-        """(True, value) for a given value (null included); (False, None) when the key is absent,
-        still ``???``, or its interpolation does not resolve (a problem then)."""
-        parent_key, _, leaf = key.rpartition(".")
-        try:
-            parent = OmegaConf.select(self.cfg, parent_key, throw_on_missing=False) if parent_key else self.cfg
-            if not isinstance(parent, DictConfig) or leaf not in parent or OmegaConf.is_missing(parent, leaf):
-                return False, None
-            return True, parent[leaf]
-        except OmegaConfBaseException as err:
-            if key not in self._unresolved:
-                self._unresolved.add(key)
-                self.bad(key, self._raw(key), f"a value that resolves ({str(err).splitlines()[0]})")
-            return False, None
-
-    def _raw(self, key: str) -> Any:
-        """The value as written (interpolations unresolved); '?' when it cannot be read."""
-        node: Any = OmegaConf.to_container(self.cfg, resolve=False)
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return "?"
-            node = node[part]
-        return node
-
-    def number(self, key: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-               high_open: bool = False, optional: bool = False, what: str = "") -> None:
-        given, value = self.get(key)
-        if not given or (value is None and optional):
-            return
-        inside = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if inside and low is not None:
-            inside = value > low if low_open else value >= low
-        if inside and high is not None:
-            inside = value < high if high_open else value <= high
-        if not inside:
-            kind = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
-            extra = f" ({what})" if what else ""
-            self.bad(key, value, f"{kind} {_bounds(low, high, low_open, high_open)}"
-                                 f"{' or null' if optional else ''}{extra}")
-
-    def choice(self, key: str, names: Iterable[str], what: str, *, optional: bool = False, source: str = "") -> None:
-        given, value = self.get(key)
-        if not given or (value is None and optional):
-            return
-        names = list(names)
-        if value not in names:
-            where = f" ({source})" if source else ""
-            article = "an" if what[0] in "aeiouAEIOU" else "a"
-            self.bad(key, value, f"{article} {what}{where}: {', '.join(names)}{' (or null)' if optional else ''}"
-                                 f"{did_you_mean(value, names)}")
-
-    def registered(self, key: str, kind: str, *, optional: bool = False, extra: Sequence[str] = ()) -> None:
-        module_name, attribute, _ = NAME_SOURCES[kind]
-        self.choice(key, [*extra, *known_names(kind)], kind, optional=optional,
-                    source=f"{module_name}.{attribute}")
-
-    def value(self, key: str, default: Any = None) -> Any:
-        given, value = self.get(key)
-        return value if given else default
+from gtahuman.config_problems import Checks, ConfigProblem
 
 
 # ------------------------------------------------------------------------------------ sections
-def _check_run(c: _Checks) -> None:
+def _check_run(c: Checks) -> None:
     c.number("run.seed", 0, MAX_SEED, what="the random seed")
     for key in ("run.output_root", "run.cache_dir"):
         given, value = c.get(key)
@@ -159,7 +51,7 @@ def _check_run(c: _Checks) -> None:
                                   "run: give run.run_id=ID)")
 
 
-def _check_source(c: _Checks, key: str) -> None:
+def _check_source(c: Checks, key: str) -> None:
     c.registered(f"{key}.kind", "source kind")
     c.choice(f"{key}.role", ROLES, "source role")
     c.number(f"{key}.weight", 0, what="the source's partition weight inside its role group")
@@ -168,7 +60,7 @@ def _check_source(c: _Checks, key: str) -> None:
              what="the share of sequences the held-out split leaves out of training")
 
 
-def _train_roles(c: _Checks) -> dict[str, list[str]]:
+def _train_roles(c: Checks) -> dict[str, list[str]]:
     roles: dict[str, list[str]] = {role: [] for role in ROLES}
     for name in c.value("data.train", {}) or {}:
         role = c.value(f"data.train.{name}.role")
@@ -177,7 +69,7 @@ def _train_roles(c: _Checks) -> dict[str, list[str]]:
     return roles
 
 
-def _check_data(c: _Checks) -> None:
+def _check_data(c: Checks) -> None:
     c.registered("data.miniworld", "mini-world size", optional=True)
     c.number("data.miniworld_seed", 0, MAX_SEED, what="the mini world's seed")
     c.registered("data.miniworld_variant", "mini-world variant")
@@ -207,7 +99,7 @@ def _check_data(c: _Checks) -> None:
     _check_mode(c, sampler_args)
 
 
-def _check_mode(c: _Checks, sampler_args: Any) -> None:
+def _check_mode(c: Checks, sampler_args: Any) -> None:
     """Keys that must agree with data.mode and data.sampler (what MixedDataModule would refuse)."""
     mode, sampler = c.value("data.mode"), c.value("data.sampler")
     given, ratio = c.get("data.real_ratio")
@@ -250,7 +142,7 @@ def _check_mode(c: _Checks, sampler_args: Any) -> None:
                                            f"pairs; data.mode is {mode})")
 
 
-def _check_model(c: _Checks) -> None:
+def _check_model(c: Checks) -> None:
     arch = c.value("model.arch")
     c.registered("model.arch", "regressor", extra=("hmr",))
     c.registered("model.variant", "model variant")
@@ -289,7 +181,7 @@ def _check_model(c: _Checks) -> None:
                                          "prior of model.variant=hmr")
 
 
-def _check_optim(c: _Checks) -> None:
+def _check_optim(c: Checks) -> None:
     c.number("optim.lr", 0, low_open=True, what="the learning rate")
     c.number("optim.base_batch_size", 1, optional=True, what="the batch the lr is given for; null: no scaling")
     c.number("optim.disc_lr", 0, low_open=True, what="the pose discriminator's learning rate")
@@ -337,7 +229,7 @@ def configured_processes(cfg: DictConfig) -> int:
     return count * cfg.trainer.num_nodes
 
 
-def _check_trainer(c: _Checks) -> None:
+def _check_trainer(c: Checks) -> None:
     c.number("trainer.max_epochs", -1, what="-1: no epoch limit")
     c.number("trainer.max_steps", -1, what="-1: no step limit")
     if c.value("trainer.max_epochs") == -1 and c.value("trainer.max_steps") == -1:
@@ -395,7 +287,7 @@ def _check_trainer(c: _Checks) -> None:
                                         "trainer.num_nodes): the batch is global")
 
 
-def _check_eval(c: _Checks) -> None:
+def _check_eval(c: Checks) -> None:
     c.registered("eval.protocol", "evaluation protocol")
     given, monitor = c.get("eval.monitor")
     if given and not (isinstance(monitor, str) and monitor.startswith("val/") and len(monitor) > 4):
@@ -409,13 +301,13 @@ def _check_eval(c: _Checks) -> None:
         c.registered(f"eval.protocols.{name}", "evaluation protocol")
 
 
-def _check_adaptation(c: _Checks) -> None:
+def _check_adaptation(c: Checks) -> None:
     c.registered("adaptation.method", "adaptation objective", optional=True)
     c.number("adaptation.weight", 0, what="the objective's loss multiplier")
     c.choice("adaptation.sim2real_mode", SIM2REAL_MODES, "sim2real mode")
 
 
-def _check_video(c: _Checks) -> None:
+def _check_video(c: Checks) -> None:
     c.number("video.window", 1, what="frames per window")
     c.number("video.hidden_size", 1, what="GRU units")
     c.number("video.num_layers", 1, what="GRU layers")
@@ -448,7 +340,7 @@ def _check_video(c: _Checks) -> None:
 
 def config_problems(cfg: DictConfig) -> list[ConfigProblem]:
     """Every invalid value of ``cfg`` (see the module docstring); empty when there is none."""
-    c = _Checks(cfg)
+    c = Checks(cfg)
     c.choice("task", TASKS, "task")
     c.number("body.num_betas", 1, 300, what="SMPL shape coefficients")
     for section in (_check_run, _check_data, _check_model, _check_optim, _check_trainer, _check_eval,
