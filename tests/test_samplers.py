@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from gtahuman.data import sampler_draws as draws
 from gtahuman.data import sampler_plans as plans
 from gtahuman.data.samplers import SAMPLERS, SamplerConfigError, describe
 
@@ -36,15 +37,15 @@ def real_fraction(sampler) -> float:
 
 def test_allocate_exact_counts_largest_remainder():
     # 10 * [1/3, 1/3, 1/3] = 3.33 each: one leftover unit goes to the first (ties to lower index)
-    assert plans.allocate_exact_counts(np.array([1, 1, 1]), 10).tolist() == [4, 3, 3]
+    assert draws.allocate_exact_counts(np.array([1, 1, 1]), 10).tolist() == [4, 3, 3]
     # 7 * [0.5, 0.3, 0.2] = [3.5, 2.1, 1.4]: floors [3, 2, 1], the leftover goes to the .5
-    assert plans.allocate_exact_counts(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
-    assert plans.allocate_exact_counts(np.array([0.3, 0.7]), 10).tolist() == [3, 7]
+    assert draws.allocate_exact_counts(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
+    assert draws.allocate_exact_counts(np.array([0.3, 0.7]), 10).tolist() == [3, 7]
 
 
 def test_draw_from_pool_uses_whole_passes_first():
     pool = np.arange(10, 20)
-    drawn = plans.draw_from_pool(pool, 25, np.random.default_rng(0))
+    drawn = draws.draw_from_pool(pool, 25, np.random.default_rng(0))
     per_sample = np.bincount(drawn - 10, minlength=10)
     assert drawn.size == 25 and set(per_sample.tolist()) == {2, 3}  # 2 passes + 5 distinct
     assert per_sample.sum() == 25 and (per_sample == 3).sum() == 5
@@ -53,17 +54,17 @@ def test_draw_from_pool_uses_whole_passes_first():
 def test_assign_bins_closes_the_last_bin_and_marks_nan():
     edges = np.array([0.0, 30.0, 90.0])
     values = np.array([-1.0, 0.0, 29.9, 30.0, 90.0, 90.1, np.nan])
-    assert plans.assign_bins(values, edges).tolist() == [-1, 0, 0, 1, 1, -1, -1]
+    assert draws.assign_bins(values, edges).tolist() == [-1, 0, 0, 1, 1, -1, -1]
 
 
 def test_inverse_density_weights_hand_computed():
     # bin 0 holds 3 samples, bin 1 one; raw weights [1/3]*3 + [1], mean 0.5 -> [2/3]*3 + [2];
     # the NaN sample (-1) gets the mean of the known weights, 1.
-    weights = plans.inverse_density_weights(np.array([0, 0, 0, 1, -1]), 2, power=1.0, max_weight=None)
+    weights = draws.inverse_density_weights(np.array([0, 0, 0, 1, -1]), 2, power=1.0, max_weight=None)
     np.testing.assert_allclose(weights, [2 / 3, 2 / 3, 2 / 3, 2.0, 1.0])
-    clipped = plans.inverse_density_weights(np.array([0, 0, 0, 1, -1]), 2, power=1.0, max_weight=1.5)
+    clipped = draws.inverse_density_weights(np.array([0, 0, 0, 1, -1]), 2, power=1.0, max_weight=1.5)
     np.testing.assert_allclose(clipped, [2 / 3, 2 / 3, 2 / 3, 1.5, 3.5 / 4])
-    uniform = plans.inverse_density_weights(np.array([0, 0, 0, 1]), 2, power=0.0, max_weight=None)
+    uniform = draws.inverse_density_weights(np.array([0, 0, 0, 1]), 2, power=0.0, max_weight=None)
     np.testing.assert_allclose(uniform, 1.0)
 
 

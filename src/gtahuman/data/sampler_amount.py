@@ -1,6 +1,6 @@
 """``amount``: the total amount of training data times the real share (paper Table 7, Fig. 8), a
 sampler of `gtahuman.data.samplers` (registered in ``SAMPLERS``; the base class, seeding,
-sharding and resume are `gtahuman.data.sampler_plans`')."""
+sharding and resume are `gtahuman.data.sampler_plans`', the drawing helpers `sampler_draws`')."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import sampler_plans as plans
+from . import sampler_draws as draws
 from .sampler_plans import EpochSampler, SamplerConfigError, SourceKey
 from .sampler_registry import register_sampler
 
@@ -96,7 +96,7 @@ class AmountSampler(EpochSampler):
             if self.total < 0:
                 raise SamplerConfigError("amount", "total", "a non-negative amount", self.total)
             self.real_count, self.synthetic_count = (
-                int(n) for n in plans.allocate_exact_counts(np.array([real_ratio, 1.0 - real_ratio]), self.total)
+                int(n) for n in draws.allocate_exact_counts(np.array([real_ratio, 1.0 - real_ratio]), self.total)
             )
         if max_real is not None and self.real_count > int(max_real):
             raise SamplerConfigError(
@@ -148,7 +148,7 @@ class AmountSampler(EpochSampler):
                                      f"{real_ids.size} non-negative weights, one per real source, not all 0",
                                      list(partition))
         parts = []
-        for source, count in zip(real_ids, plans.allocate_exact_counts(weights, self.real_count)):
+        for source, count in zip(real_ids, draws.allocate_exact_counts(weights, self.real_count)):
             pool = np.flatnonzero(self.sources == source)
             if count > pool.size and not allow_repeat:
                 raise SamplerConfigError(
@@ -161,7 +161,7 @@ class AmountSampler(EpochSampler):
         return parts
 
     def _draw_real(self, rng: np.random.Generator) -> np.ndarray:
-        drawn = [plans.draw_from_pool(pool, count, rng) for pool, count in self.real_parts if count > 0]
+        drawn = [draws.draw_from_pool(pool, count, rng) for pool, count in self.real_parts if count > 0]
         return np.concatenate(drawn) if drawn else np.empty(0, dtype=np.int64)
 
     def global_length(self) -> int:
@@ -173,7 +173,7 @@ class AmountSampler(EpochSampler):
             real = self._draw_real(rng)
         synthetic = self._fixed_synthetic
         if synthetic is None:
-            synthetic = plans.draw_from_pool(self.synthetic_pool, self.synthetic_count, rng)
+            synthetic = draws.draw_from_pool(self.synthetic_pool, self.synthetic_count, rng)
         return rng.permutation(np.concatenate([real, synthetic]))
 
     def _describe_extra(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import sampler_draws as draws
 from . import sampler_plans as plans
 from .sampler_amount import AmountSampler
 from .sampler_plans import EpochSampler, SamplerConfigError, SourceKey
@@ -114,13 +115,13 @@ class MixtureSampler(EpochSampler):
             synthetic = np.isin(
                 np.arange(self.num_sources), self.resolve_sources(synthetic_sources, "synthetic_sources")
             )
-        self.target = plans.mixture_target(weights, synthetic, real_ratio)
+        self.target = draws.mixture_target(weights, synthetic, real_ratio)
         largest = int(self.source_sizes.max()) if self.source_sizes.size else 0
         self.epoch_length = largest if epoch_length is None else int(epoch_length)
         if self.epoch_length < 0:
             raise SamplerConfigError("mixture", "epoch_length", "a non-negative integer", epoch_length)
         self.replacement = bool(replacement)
-        self._pools = plans.source_pools(self.sources, self.num_sources)
+        self._pools = draws.source_pools(self.sources, self.num_sources)
 
     def _partition_weights(self, partition: Sequence[float] | Mapping[SourceKey, float] | None) -> np.ndarray:
         """Weight per source id from a list, a mapping, or the source sizes (None)."""
@@ -160,8 +161,8 @@ class MixtureSampler(EpochSampler):
 
     def _build_plan(self, rng: np.random.Generator) -> np.ndarray:
         if self.replacement:
-            return plans.iid_mixture_plan(self._pools, self.target.source_fractions, self.epoch_length, rng)
-        return plans.exact_mixture_plan(self._pools, self.target.exact_counts(self.epoch_length), rng)
+            return draws.iid_mixture_plan(self._pools, self.target.source_fractions, self.epoch_length, rng)
+        return draws.exact_mixture_plan(self._pools, self.target.exact_counts(self.epoch_length), rng)
 
     def _describe_extra(self) -> dict[str, Any]:
         asked = self.target.source_fractions
@@ -201,13 +202,13 @@ class ScarcitySampler(EpochSampler):
             sources, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last, source_names=source_names
         )
         values = self.factor_values(factors, factor)
-        self.factor, self.edges = factor, plans.check_bin_edges(bins, "scarcity")
-        self.keep_fraction = plans.keep_fractions(keep_fraction, self.edges.size - 1)
+        self.factor, self.edges = factor, draws.check_bin_edges(bins, "scarcity")
+        self.keep_fraction = draws.keep_fractions(keep_fraction, self.edges.size - 1)
         self.eligible = np.ones(self.sources.size, dtype=bool)
         if apply_to_sources is not None:
             self.eligible = np.isin(self.sources, self.resolve_sources(apply_to_sources, "apply_to_sources"))
-        self.bin_ids = plans.assign_bins(values, self.edges)
-        keep = plans.thin_bins(self.bin_ids, self.keep_fraction, self.eligible, self.fixed_rng())
+        self.bin_ids = draws.assign_bins(values, self.edges)
+        keep = draws.thin_bins(self.bin_ids, self.keep_fraction, self.eligible, self.fixed_rng())
         self.kept = np.flatnonzero(keep)
 
     def global_length(self) -> int:
@@ -220,7 +221,7 @@ class ScarcitySampler(EpochSampler):
         num_bins = self.edges.size - 1
         eligible = np.bincount(self.bin_ids[self.eligible & (self.bin_ids >= 0)], minlength=num_bins)
         kept_bins = self.bin_ids[self.kept]
-        per_bin = plans.bin_table(
+        per_bin = draws.bin_table(
             self.edges,
             keep_fraction=self.keep_fraction,
             eligible=eligible,
@@ -261,17 +262,17 @@ class BalanceSampler(EpochSampler):
         )
         values = self.factor_values(factors, factor)
         if isinstance(bins, (int, np.integer)):
-            self.edges = plans.equal_width_edges(values, int(bins), "balance")
+            self.edges = draws.equal_width_edges(values, int(bins), "balance")
         else:
-            self.edges = plans.check_bin_edges(bins, "balance")
+            self.edges = draws.check_bin_edges(bins, "balance")
         if not power >= 0:
             raise SamplerConfigError("balance", "power", "a non-negative number", power)
         if max_weight is not None and not max_weight > 0:
             raise SamplerConfigError("balance", "max_weight", "a positive number or None", max_weight)
         self.factor = factor
-        self.bin_ids = plans.assign_bins(values, self.edges)
+        self.bin_ids = draws.assign_bins(values, self.edges)
         try:
-            self.weights = plans.inverse_density_weights(self.bin_ids, self.edges.size - 1, power, max_weight)
+            self.weights = draws.inverse_density_weights(self.bin_ids, self.edges.size - 1, power, max_weight)
         except ValueError as err:
             raise SamplerConfigError(
                 "balance", "bins", "bins that hold some known factor values", f"edges {self.edges.tolist()} ({err})"
@@ -292,7 +293,7 @@ class BalanceSampler(EpochSampler):
         visited_ids = self.bin_ids[self.global_plan()]
         before = np.bincount(self.bin_ids[self.bin_ids >= 0], minlength=num_bins)
         visited = np.bincount(visited_ids[visited_ids >= 0], minlength=num_bins)
-        per_bin = plans.bin_table(self.edges, before=before, visited=visited)
+        per_bin = draws.bin_table(self.edges, before=before, visited=visited)
         return {"factor": self.factor, "bins": per_bin, "visited_without_bin": int(np.sum(visited_ids < 0))}
 
 

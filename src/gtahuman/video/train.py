@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from gtahuman.config import ConfigError
 from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex
-from gtahuman.data.sampler_plans import mixture_target
+from gtahuman.data.sampler_draws import mixture_target
 from gtahuman.models import HMRHead
 from gtahuman.run_signals import StopOnSignal, resume_command, signal_guard
 from gtahuman.rundir import RunDir, attach_log, create_run_dir
@@ -131,7 +131,7 @@ def extract_all(frame_model: HMRSystem, fingerprint: str, specs: dict[str, Sourc
 
 def source_ratios(cfg: DictConfig) -> dict[str, float] | None:
     """Window share per train source: the mixture sampler's rule (``real_ratio`` split by
-    ``weight`` inside each role group, `gtahuman.data.sampler_plans.mixture_target`); None
+    ``weight`` inside each role group, `gtahuman.data.sampler_draws.mixture_target`); None
     (VIBE's concatenation: by window count) when ``data.real_ratio`` is null."""
     if cfg.data.real_ratio is None:
         return None
