@@ -9,6 +9,8 @@ tuned for a 5-minute CPU run.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -82,3 +84,17 @@ def single_thread() -> Iterator[None]:
 def toy_body_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy body assets (seed 0), written once per session; tests only read them."""
     return write_toy_body_assets(tmp_path_factory.mktemp("toy_body"), seed=0)
+
+
+def run_benchmark(script: str, *args: str) -> tuple[dict[str, str], float, str]:
+    """Run ``benchmarks/<script>`` with ``args`` as a user would; it must exit 0. Returns its
+    ``name: value`` lines, the final ``ratio`` line's value (which must be last) and its stderr."""
+    from gtahuman.config import REPO_ROOT
+
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("ratio: "), last
+    return lines, float(last.removeprefix("ratio: ")), done.stderr

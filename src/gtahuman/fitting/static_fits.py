@@ -109,7 +109,8 @@ def make_static_fits(dataset: Path, out: Path, body_dir: Path, settings: Fit2DSe
     start = mean_start(str(Path(body_dir) / "smpl_mean_params.npz"))
     if prior is None:  # a standard Gaussian about the mean pose, not about the T-pose
         prior = GaussianPosePrior(torch.as_tensor(start[0][3:], dtype=torch.float32), torch.eye(69))
-    fitter = SMPLify2D(BodyModel(body_dir, "neutral").to(device), *start, settings=settings, pose_prior=prior)
+    on_device = model if torch.device(device).type == "cpu" else BodyModel(body_dir, "neutral").to(device)
+    fitter = SMPLify2D(on_device, *start, settings=settings, pose_prior=prior)
     partial = out.with_name(out.name.replace(".npy", "") + ".partial.npz")
     digest = _digest(dataset, settings, prior, start)
     fits, losses, done = _resume(partial, len(keypoints), digest)
