@@ -427,6 +427,22 @@ def test_sequential_gives_contiguous_blocks_without_padding():
     assert sum(blocks, []) == list(range(11))
 
 
+def test_sequential_refuses_drop_last():
+    with pytest.raises(SamplerConfigError, match="'drop_last'"):
+        SAMPLERS.build("sequential", sources=np.zeros(5, dtype=np.int64), drop_last=True)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_sampler_takes_the_common_arguments_and_refuses_others(name):
+    """The common arguments reach the base class through ``**common`` (one list, in
+    sampler_plans.CommonSamplerArgs); a misspelt one is an error that names it."""
+    names = ["a", "b", "c"]  # minimal_args has three sources
+    sampler = SAMPLERS.build(name, **minimal_args(name), seed=7, num_replicas=2, rank=1, source_names=names)
+    assert (sampler.seed, sampler.num_replicas, sampler.rank, sampler.source_names) == (7, 2, 1, names)
+    with pytest.raises(TypeError, match="num_replica"):
+        SAMPLERS.build(name, **minimal_args(name), num_replica=2)
+
+
 def test_world_size_read_from_torch_distributed(monkeypatch):
     monkeypatch.setattr(plans.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(plans.dist, "get_world_size", lambda: 2)

@@ -4,12 +4,12 @@ sharding and resume are `gtahuman.data.sampler_plans`', the drawing helpers `sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from . import sampler_draws as draws
-from .sampler_plans import EpochSampler, SamplerConfigError, SourceKey
+from .sampler_plans import CommonSamplerArgs, EpochSampler, SamplerConfigError, SourceKey
 from .sampler_registry import register_sampler
 
 _NESTED_SYNTHETIC_STREAM = 0x5E57  # the fixed synthetic order (nested amounts)
@@ -61,15 +61,9 @@ class AmountSampler(EpochSampler):
         allow_repeat: bool = False,
         fixed_real_subset: bool = True,
         fixed_synthetic_subset: bool = False,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        drop_last: bool = False,
-        source_names: Sequence[str] | None = None,
+        **common: Unpack[CommonSamplerArgs],
     ) -> None:
-        super().__init__(
-            sources, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last, source_names=source_names
-        )
+        super().__init__(sources, **common)
         if not 0.0 <= real_ratio <= 1.0:
             raise SamplerConfigError("amount", "real_ratio", "a number in [0, 1]", real_ratio)
         synthetic = np.zeros(self.num_sources, dtype=bool)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch.distributed as dist
@@ -35,6 +35,17 @@ Plan = np.ndarray  # 1-D int64 array of global sample indices
 SourceKey = int | str  # a source id, or its name when the sampler has source_names
 # Separate random streams: the per-epoch plan vs choices made once per seed (fixed subsets).
 _EPOCH_STREAM, _FIXED_STREAM = 0, 1
+
+
+class CommonSamplerArgs(TypedDict, total=False):
+    """The keyword arguments every sampler takes and hands to `EpochSampler` unchanged, so that a
+    registered sampler's own signature lists only what it adds (``**common: Unpack[...]``)."""
+
+    seed: int
+    num_replicas: int | None
+    rank: int | None
+    drop_last: bool
+    source_names: Sequence[str] | None
 
 
 class SamplerConfigError(ValueError):

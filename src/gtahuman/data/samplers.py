@@ -19,14 +19,14 @@ Build by name: ``SAMPLERS.build("mixture", sources=..., real_ratio=0.5, syntheti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from . import sampler_draws as draws
 from . import sampler_plans as plans
 from .sampler_amount import AmountSampler
-from .sampler_plans import EpochSampler, SamplerConfigError, SourceKey
+from .sampler_plans import CommonSamplerArgs, EpochSampler, SamplerConfigError, SourceKey
 from .sampler_registry import SAMPLERS, register_sampler
 
 
@@ -93,15 +93,9 @@ class MixtureSampler(EpochSampler):
         synthetic_sources: Sequence[SourceKey] | None = None,
         epoch_length: int | None = None,
         replacement: bool = False,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        drop_last: bool = False,
-        source_names: Sequence[str] | None = None,
+        **common: Unpack[CommonSamplerArgs],
     ) -> None:
-        super().__init__(
-            sources, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last, source_names=source_names
-        )
+        super().__init__(sources, **common)
         weights = self._partition_weights(partition)
         synthetic = None
         if (real_ratio is None) != (synthetic_sources is None):
@@ -192,15 +186,9 @@ class ScarcitySampler(EpochSampler):
         bins: Sequence[float],
         keep_fraction: float | Sequence[float],
         apply_to_sources: Sequence[SourceKey] | None = None,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        drop_last: bool = False,
-        source_names: Sequence[str] | None = None,
+        **common: Unpack[CommonSamplerArgs],
     ) -> None:
-        super().__init__(
-            sources, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last, source_names=source_names
-        )
+        super().__init__(sources, **common)
         values = self.factor_values(factors, factor)
         self.factor, self.edges = factor, draws.check_bin_edges(bins, "scarcity")
         self.keep_fraction = draws.keep_fractions(keep_fraction, self.edges.size - 1)
@@ -251,15 +239,9 @@ class BalanceSampler(EpochSampler):
         power: float = 1.0,
         max_weight: float | None = None,
         epoch_length: int | None = None,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        drop_last: bool = False,
-        source_names: Sequence[str] | None = None,
+        **common: Unpack[CommonSamplerArgs],
     ) -> None:
-        super().__init__(
-            sources, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last, source_names=source_names
-        )
+        super().__init__(sources, **common)
         values = self.factor_values(factors, factor)
         if isinstance(bins, (int, np.integer)):
             self.edges = draws.equal_width_edges(values, int(bins), "balance")
@@ -301,18 +283,13 @@ class BalanceSampler(EpochSampler):
 class SequentialShardSampler(EpochSampler):
     """Evaluation: every sample once, in index order; rank r gets a contiguous block (sizes
     differ by at most one, no padding), so blocks concatenated in rank order restore the order.
-    ``seed`` is accepted so every sampler takes the same common arguments; the order ignores it."""
+    It takes the same common arguments as every sampler: the order ignores ``seed``, and
+    ``drop_last=True`` is refused (evaluation never drops a sample)."""
 
-    def __init__(
-        self,
-        sources: np.ndarray,
-        *,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        source_names: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(sources, seed=seed, num_replicas=num_replicas, rank=rank, source_names=source_names)
+    def __init__(self, sources: np.ndarray, **common: Unpack[CommonSamplerArgs]) -> None:
+        if common.get("drop_last"):
+            raise SamplerConfigError("sequential", "drop_last", "False: evaluation visits every sample", True)
+        super().__init__(sources, **common)
 
     def global_length(self) -> int:
         return int(self.sources.size)
