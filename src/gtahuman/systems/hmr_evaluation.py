@@ -184,22 +184,28 @@ class HMREvaluationMixin:
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
 
+    def _summarize_set(self, stage: str, name: str, rows: dict[str, np.ndarray]
+                       ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """(rows kept as the set's results, its summary) for one evaluation set; the video
+        system overrides this to add its acceleration metrics. ``evaluated`` counts the samples
+        with the protocol's GT (orient_deg counts those with SMPL GT instead)."""
+        metrics = {k: torch.from_numpy(v) for k, v in rows.items() if k in SUMMARY_METRICS}
+        summary = dict(summarize(metrics))
+        counted = [k for k in metrics if k != ORIENT_METRIC]
+        summary["evaluated"] = float(np.isfinite(rows[counted[0]]).sum()) if counted else 0.0
+        return rows, summary
+
     def _finish_eval(self, stage: str) -> None:
         results, summaries = {}, {}
+        first = min(self._collectors[stage], default=None)
         for index in sorted(self._collectors[stage]):
             name = self._set_names[index]
-            rows = self._collectors[stage][index].finish()
-            metrics = {k: torch.from_numpy(v) for k, v in rows.items() if k in SUMMARY_METRICS}
-            summary = summarize(metrics)
-            # samples with the protocol's GT (orient_deg counts those with SMPL GT instead)
-            counted = [k for k in metrics if k != ORIENT_METRIC]
-            summary["evaluated"] = float(np.isfinite(rows[counted[0]]).sum()) if counted else 0.0
-            results[name], summaries[name] = rows, dict(summary)
+            results[name], summary = self._summarize_set(stage, name, self._collectors[stage][index].finish())
             # Not logged (not a metric), but every kept summary says whether it is a toy number.
-            summaries[name]["toy_body_model"] = float(self.is_toy_body)
+            summaries[name] = {**summary, "toy_body_model": float(self.is_toy_body)}
             # Every rank holds the same gathered numbers; sync_dist just averages equal values.
             logged = {f"{stage}/{name}/{metric}": value for metric, value in summary.items()}
-            if index == min(self._collectors[stage]):  # the first set's: what eval.monitor names
+            if index == first:  # the first set's: what eval.monitor names
                 logged.update({f"{stage}/{metric}": summary[metric] for metric in ("pa_mpjpe", "mpjpe")
                                if metric in summary})
             self.log_dict(logged, sync_dist=True)

@@ -286,33 +286,23 @@ class TemporalSystem(HMREvaluationMixin, L.LightningModule):
             pred_pose=matrix_to_axis_angle(rotmat.float()).reshape(n, 72), pred_betas=betas.float(),
             pred_cam=cam.float(), joints_pred=pred_j.double(), joints_gt=gt_j.double(), joints_frame=frame_j.double())
 
-    def _finish_eval(self, stage: str) -> None:
-        results, summaries = {}, {}
-        for index in sorted(self._collectors[stage]):
-            name = self._set_names[index]
-            rows = self._collectors[stage][index].finish()
-            n = len(rows["sample_id"])
-            joints = {k: rows.pop(f"joints_{k}").reshape(n, -1, 3) for k in ("pred", "gt", "frame")}
-            usable = rows["usable"].astype(bool)
-            for prefix, pred in (("", joints["pred"]), ("frame_", joints["frame"])):
-                accel, accel_error = within_track_accelerations(pred, joints["gt"], rows["track_id"],
-                                                                rows["frame_id"], usable)
-                rows[f"{prefix}accel"], rows[f"{prefix}accel_error"] = accel * 1000.0, accel_error * 1000.0
-            metric_names = [m for m in (*ERROR_METRICS, "accel", "accel_error") if m in rows]
-            summary = summarize({m: torch.from_numpy(rows[m]) for m in metric_names})
-            summary["evaluated"] = float(np.isfinite(rows["mpjpe"]).sum()) if "mpjpe" in rows else 0.0
-            frame_summary = summarize({m: torch.from_numpy(rows[f"frame_{m}"]) for m in metric_names})
-            results[name] = rows
-            summaries[name] = {**summary, "toy_body_model": float(self.is_toy_body)}
-            self.frame_summaries[stage][name] = {**frame_summary, "toy_body_model": float(self.is_toy_body)}
-            logged = {f"{stage}/{name}/{metric}": value for metric, value in summary.items()}
-            if index == min(self._collectors[stage]):  # the first set's: what eval.monitor names
-                logged.update({f"{stage}/{metric}": summary[metric] for metric in ("pa_mpjpe", "mpjpe")
-                               if metric in summary})
-            self.log_dict(logged, sync_dist=True)
-        self._collectors[stage] = {}
-        setattr(self, f"{stage}_results", results)
-        setattr(self, f"{stage}_summaries", summaries)
+    def _summarize_set(self, stage: str, name: str, rows: dict[str, np.ndarray]
+                       ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The frame metrics plus acceleration and its error within each track, for the
+        temporal model and (kept in ``frame_summaries``) for the frame model it refines."""
+        n = len(rows["sample_id"])
+        joints = {k: rows.pop(f"joints_{k}").reshape(n, -1, 3) for k in ("pred", "gt", "frame")}
+        usable = rows["usable"].astype(bool)
+        for prefix, pred in (("", joints["pred"]), ("frame_", joints["frame"])):
+            accel, accel_error = within_track_accelerations(pred, joints["gt"], rows["track_id"],
+                                                            rows["frame_id"], usable)
+            rows[f"{prefix}accel"], rows[f"{prefix}accel_error"] = accel * 1000.0, accel_error * 1000.0
+        metric_names = [m for m in (*ERROR_METRICS, "accel", "accel_error") if m in rows]
+        summary = summarize({m: torch.from_numpy(rows[m]) for m in metric_names})
+        summary["evaluated"] = float(np.isfinite(rows["mpjpe"]).sum()) if "mpjpe" in rows else 0.0
+        frame_summary = summarize({m: torch.from_numpy(rows[f"frame_{m}"]) for m in metric_names})
+        self.frame_summaries[stage][name] = {**frame_summary, "toy_body_model": float(self.is_toy_body)}
+        return rows, dict(summary)
 
 
 __all__ = ["TemporalSystem", "flatten_windows", "within_track_accelerations"]
