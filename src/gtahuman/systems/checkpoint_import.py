@@ -96,6 +96,20 @@ class ImportReport:
         return "\n".join(lines)
 
 
+def place_tensor(file_key: str, target: str | None, value: torch.Tensor, system_state: Mapping[str, torch.Tensor],
+                 to_load: dict[str, torch.Tensor], report: Any) -> None:
+    """Queue ``value`` for the system's ``target`` key when the system has it at the same shape;
+    otherwise record why not in ``report`` (an import report with ``unmatched``, which keeps the
+    file's key, and ``shape_mismatch``)."""
+    if target is None or target not in system_state:
+        report.unmatched.append(file_key)
+    elif value.shape != system_state[target].shape:
+        report.shape_mismatch.append(
+            f"{target}: file {tuple(value.shape)} vs system {tuple(system_state[target].shape)}")
+    else:
+        to_load[target] = value
+
+
 def read_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, bool]:
     """-> (flat state dict, a name for messages, whether it came from a Lightning checkpoint)."""
     if isinstance(state_dict_or_path, (str, os.PathLike)):
@@ -174,14 +188,7 @@ def import_hmr_state_dict(
     report = ImportReport(source=source, fmt=fmt)
     to_load: dict[str, torch.Tensor] = {}
     for key, value in file_state.items():
-        target = _rename(key, fmt)
-        if target is None or target not in system_state:
-            report.unmatched.append(key)
-        elif value.shape != system_state[target].shape:
-            report.shape_mismatch.append(
-                f"{target}: file {tuple(value.shape)} vs system {tuple(system_state[target].shape)}")
-        else:
-            to_load[target] = value
+        place_tensor(key, _rename(key, fmt), value, system_state, to_load, report)
     parts = _PARTS_IN_FORMAT[fmt]
     for key in system_state:
         if key in to_load or any(m.startswith(key + ":") for m in report.shape_mismatch):

@@ -46,6 +46,7 @@ from gtahuman.models.pare_head import PAREHead
 from gtahuman.systems.checkpoint_import import (
     CheckpointImportError,
     CheckpointImportWarning,
+    place_tensor,
     read_state_dict,
 )
 
@@ -134,14 +135,7 @@ def import_pare_state_dict(
             report.ignored[file_key] = reason
             continue
         suite_key = pare_key_to_suite(key)
-        target_key = None if suite_key is None else prefix + suite_key
-        if target_key is None or target_key not in own_state:
-            report.unmatched.append(file_key)
-        elif value.shape != own_state[target_key].shape:
-            report.shape_mismatch.append(
-                f"{target_key}: file {tuple(value.shape)} vs system {tuple(own_state[target_key].shape)}")
-        else:
-            to_load[target_key] = value
+        place_tensor(file_key, None if suite_key is None else prefix + suite_key, value, own_state, to_load, report)
     for name in _FILLED_ZERO:
         key = prefix + name
         if key in own_state and key not in to_load:
