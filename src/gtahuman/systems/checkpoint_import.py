@@ -110,6 +110,18 @@ def place_tensor(file_key: str, target: str | None, value: torch.Tensor, system_
         to_load[target] = value
 
 
+def load_reported(module: nn.Module, to_load: dict[str, torch.Tensor], report: Any, strict: bool,
+                  mismatch: str) -> None:
+    """Load what matched; with ``strict``, refuse any mismatch instead (``mismatch`` opens the
+    error); a non-strict import that left keys out warns with the report (at the caller's
+    caller: the user's line)."""
+    if strict and not report.clean:
+        raise CheckpointImportError(f"{mismatch} (strict):\n" + report.summary())
+    module.load_state_dict(to_load, strict=False)
+    if not report.clean:
+        warnings.warn(report.summary(), CheckpointImportWarning, stacklevel=3)
+
+
 def read_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, bool]:
     """-> (flat state dict, a name for messages, whether it came from a Lightning checkpoint)."""
     if isinstance(state_dict_or_path, (str, os.PathLike)):
@@ -198,9 +210,5 @@ def import_hmr_state_dict(
             continue
         (report.missing if key.startswith(parts) else report.not_in_format).append(key)
     report.matched = sorted(to_load)
-    if strict and not report.clean:
-        raise CheckpointImportError("checkpoint does not match the system (strict):\n" + report.summary())
-    system.load_state_dict(to_load, strict=False)
-    if not report.clean:
-        warnings.warn(report.summary(), CheckpointImportWarning, stacklevel=2)
+    load_reported(system, to_load, report, strict, "checkpoint does not match the system")
     return report

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +44,7 @@ from torch import nn
 from gtahuman.models.pare_head import PAREHead
 from gtahuman.systems.checkpoint_import import (
     CheckpointImportError,
-    CheckpointImportWarning,
+    load_reported,
     place_tensor,
     read_state_dict,
 )
@@ -145,9 +144,5 @@ def import_pare_state_dict(
     report.missing = [k for k in own_state if k.startswith(prefix) and k not in to_load and k not in mismatched
                       and not k.endswith("num_batches_tracked")]  # BN counters carry no weights
     report.matched = sorted(k for k in to_load if k not in report.filled)
-    if strict and not report.clean:
-        raise CheckpointImportError("PARE checkpoint does not match the model (strict):\n" + report.summary())
-    target.load_state_dict(to_load, strict=False)
-    if not report.clean:
-        warnings.warn(report.summary(), CheckpointImportWarning, stacklevel=2)
+    load_reported(target, to_load, report, strict, "PARE checkpoint does not match the model")
     return report
