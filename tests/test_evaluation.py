@@ -17,7 +17,7 @@ from gtahuman.evaluation import (
     get_protocol,
     summarize,
 )
-from gtahuman.metrics import PerSampleErrors
+from gtahuman.metric_modules import PerSampleErrors
 
 
 def ladder_joints(batch: int = 1) -> torch.Tensor:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from gtahuman import metric_modules as MM
 from gtahuman import metrics as M
 
 
@@ -44,7 +45,7 @@ def test_mpjpe_hand_worked_three_joints():
     # errors: joint0 (3,4,0) -> 5; joint1 (0,0,0) -> 0; joint2 (1,2,2) -> 3; mean = 8/3
     pred = gt + torch.tensor([[[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 2.0]]])
     assert M.mpjpe(pred, gt).item() == pytest.approx(8.0 / 3.0, abs=1e-6)
-    metric = M.MPJPE(unit_scale=1000.0)
+    metric = MM.MPJPE(unit_scale=1000.0)
     metric.update(pred, gt)
     assert metric.compute().item() == pytest.approx(8000.0 / 3.0, rel=1e-9)
 
@@ -90,7 +91,7 @@ def test_masks_drop_joints_from_error_and_from_alignment():
     per_sample = M.mpjpe(pred, gt, mask)
     assert per_sample[0].item() == pytest.approx(0.2)  # (0.1+0.2+0.3)/3; joint 3 ignored
     assert math.isnan(per_sample[1].item())  # no valid joint
-    metric = M.MPJPE(unit_scale=1.0)
+    metric = MM.MPJPE(unit_scale=1.0)
     metric.update(pred, gt, mask)
     assert metric.compute().item() == pytest.approx(0.2)  # global mean over the 3 valid entries
 
@@ -168,7 +169,7 @@ def test_accel_error_metric_sorts_shuffled_frames_across_updates_and_ranks():
     seq = torch.tensor([7] * 6 + [2] * 5)
     frames = torch.tensor(list(range(6)) + list(range(5)))
     order = torch.randperm(11, generator=torch.Generator().manual_seed(0))
-    rank0, rank1 = M.AccelError(), M.AccelError()
+    rank0, rank1 = MM.AccelError(), MM.AccelError()
     for chunk, metric in ((order[:4], rank0), (order[4:8], rank1), (order[8:], rank0)):
         metric.update(pred[chunk], gt[chunk], seq[chunk], frames[chunk])
     rank1.update(pred[:1], gt[:1], seq[:1], frames[:1])  # sampler padding repeats a frame
@@ -176,15 +177,15 @@ def test_accel_error_metric_sorts_shuffled_frames_across_updates_and_ranks():
     assert rank0.compute().item() == pytest.approx(20.0 / 7.0)
 
 
-@pytest.mark.parametrize("metric_cls", [M.MPJPE, M.PAMPJPE, M.PVE])
+@pytest.mark.parametrize("metric_cls", [MM.MPJPE, MM.PAMPJPE, MM.PVE])
 def test_metric_updates_and_merged_ranks_equal_one_call(metric_cls):
     gen = torch.Generator().manual_seed(7)
     pred, gt = torch.randn(2, 30, 14, 3, generator=gen)
     single = metric_cls()
     single.update(pred, gt)
     expected = single.compute().item()
-    reference = (M.pve(pred, gt) if metric_cls is M.PVE else
-                 M.pa_mpjpe(pred, gt) if metric_cls is M.PAMPJPE else M.mpjpe(pred, gt))
+    reference = (M.pve(pred, gt) if metric_cls is MM.PVE else
+                 M.pa_mpjpe(pred, gt) if metric_cls is MM.PAMPJPE else M.mpjpe(pred, gt))
     assert expected == pytest.approx(reference.double().mean().item() * 1000.0, rel=1e-6)
 
     chunked = metric_cls()
@@ -202,7 +203,7 @@ def test_metric_updates_and_merged_ranks_equal_one_call(metric_cls):
 def test_per_sample_errors_keep_ids_aligned_sorted_and_deduplicated():
     ids = torch.tensor([30, 10, 20, 40])
     errors = torch.tensor([3.0, 1.0, 2.0, 4.0])  # error = id / 10, so alignment is checkable
-    rank0, rank1 = M.PerSampleErrors(["mpjpe", "pa_mpjpe"]), M.PerSampleErrors(["mpjpe", "pa_mpjpe"])
+    rank0, rank1 = MM.PerSampleErrors(["mpjpe", "pa_mpjpe"]), MM.PerSampleErrors(["mpjpe", "pa_mpjpe"])
     rank0.update(ids[:2], mpjpe=errors[:2], pa_mpjpe=errors[:2] / 2)
     rank1.update(ids[2:], mpjpe=errors[2:], pa_mpjpe=errors[2:] / 2)
     rank1.update(ids[:1], mpjpe=errors[:1], pa_mpjpe=errors[:1] / 2)  # padded repeat of id 30

@@ -10,7 +10,7 @@ Typical use inside a LightningModule::
 
     protocol = get_protocol("3dpw")
     errors = evaluate_joints(protocol, pred_j17, gt_j17, pred_verts, gt_verts)   # (B,) each, mm
-    per_sample.update(sample_ids, **errors)        # metrics.PerSampleErrors(protocol.metrics)
+    per_sample.update(sample_ids, **errors)        # metric_modules.PerSampleErrors(protocol.metrics)
     summary = summarize(per_sample.compute())      # at epoch end; DDP-gathered, deduplicated
 
 See docs/EVALUATION.md for each protocol and how it differs from SPIN/VIBE/mmhuman3d.

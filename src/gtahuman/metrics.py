@@ -1,4 +1,5 @@
-"""3D pose and shape errors: batched pure functions and DDP-syncable torchmetrics classes.
+"""3D pose and shape errors: batched pure functions (the torchmetrics classes that accumulate
+them across batches and processes are `gtahuman.metric_modules`).
 
 Pure functions take points in metres, shaped (B, J, 3), and return per-sample values in the
 input unit (errors) or in percent (PCK, AUC); `orientation_error_deg` takes rotation matrices
@@ -7,27 +8,16 @@ other float dtypes are kept. Which joints, which root and which units a benchmar
 business of `gtahuman.evaluation` (named protocols); this module only does arithmetic.
 
 Masks are (B, J) and a joint is valid where mask > 0. A per-sample mean over no valid joint
-is NaN. The metric classes keep a *global* mean over valid (sample, joint) entries, the
-mmhuman3d definition; with every joint valid and the same J per sample this equals the mean of
-the per-sample means, which is what `evaluation.summarize` reports.
+is NaN.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 
 from gtahuman.body.rotations import geodesic_angle
 
 __all__ = [
-    "MPJPE",
-    "PAMPJPE",
-    "PVE",
-    "AccelError",
-    "PerSampleErrors",
     "acceleration",
     "acceleration_error",
     "auc",
@@ -52,7 +42,7 @@ def _as_float(x: Tensor, name: str) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _check_pair(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
+def check_pair(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
         raise ValueError(
             f"pred and gt: expected equal shapes (B, J, 3), got {tuple(pred.shape)} and {tuple(gt.shape)}"
@@ -61,7 +51,7 @@ def _check_pair(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     return pred, _as_float(gt, "gt").to(pred.dtype)
 
 
-def _joint_weights(mask: Tensor | None, pred: Tensor) -> Tensor | None:
+def joint_weights(mask: Tensor | None, pred: Tensor) -> Tensor | None:
     """(B, J) mask -> (B, J) 0/1 weights in pred's dtype, or None for 'all valid'."""
     if mask is None:
         return None
@@ -88,8 +78,8 @@ def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) 
     s = trace(R K) / ‖X1‖²_F; t = μ_gt − s R μ_pred; returns s R p + t. With a mask only the
     valid joints enter the fit (all joints are transformed).
     """
-    pred, gt = _check_pair(pred, gt)
-    w = _joint_weights(mask, pred)
+    pred, gt = check_pair(pred, gt)
+    w = joint_weights(mask, pred)
     if w is None:
         mu_pred, mu_gt = pred.mean(dim=1, keepdim=True), gt.mean(dim=1, keepdim=True)
         x1, x2 = pred - mu_pred, gt - mu_gt
@@ -119,7 +109,7 @@ def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) 
 
 def joint_errors(pred: Tensor, gt: Tensor) -> Tensor:
     """Euclidean distance per joint, (B, J)."""
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_pair(pred, gt)
     return torch.linalg.vector_norm(pred - gt, dim=-1)
 
 
@@ -133,7 +123,7 @@ def _masked_mean(errors: Tensor, weights: Tensor | None) -> Tensor:
 def mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean per-joint position error per sample, (B,), in the input unit. No root alignment here."""
     errors = joint_errors(pred, gt)
-    return _masked_mean(errors, _joint_weights(mask, errors[..., None]))
+    return _masked_mean(errors, joint_weights(mask, errors[..., None]))
 
 
 def pa_mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -166,7 +156,7 @@ def pck(pred: Tensor, gt: Tensor, threshold: float = 0.15, mask: Tensor | None =
     """Percent of valid joints with error strictly below `threshold` (input unit), (B,)."""
     errors = joint_errors(pred, gt)
     hits = (errors < threshold).to(errors.dtype)
-    return 100.0 * _masked_mean(hits, _joint_weights(mask, errors[..., None]))
+    return 100.0 * _masked_mean(hits, joint_weights(mask, errors[..., None]))
 
 
 def auc(
@@ -180,7 +170,7 @@ def auc(
     errors = joint_errors(pred, gt)
     thresholds = torch.linspace(0.0, max_threshold, num_thresholds, dtype=errors.dtype, device=errors.device)
     hits = (errors[..., None] < thresholds).to(errors.dtype).mean(dim=-1)  # (B, J)
-    return 100.0 * _masked_mean(hits, _joint_weights(mask, errors[..., None]))
+    return 100.0 * _masked_mean(hits, joint_weights(mask, errors[..., None]))
 
 
 # ----------------------------------------------------------------------------- acceleration
@@ -232,7 +222,7 @@ def acceleration_error(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> 
     unless frames i, i+1 and i+2 are all visible.
     """
     _check_track(pred, gt)
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_pair(pred, gt)
     if pred.shape[0] < 3:
         return pred.new_empty(0)
     diff = _second_difference(pred) - _second_difference(gt)
@@ -267,147 +257,3 @@ def sequence_acceleration_error(
         step = frame_ids[1:] - frame_ids[:-1]
         valid &= (step[:-1] == 1) & (step[1:] == 1)
     return _nan_where_invalid(errors, valid.to(errors.device))
-
-
-# ----------------------------------------------------------------------------- torchmetrics
-
-
-class _GlobalMeanError(Metric):
-    """Sum of errors and count of valid entries (both 'sum'-reduced across processes)."""
-
-    full_state_update = False
-    is_differentiable = False
-    higher_is_better = False
-
-    def __init__(self, unit_scale: float = 1000.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.unit_scale = unit_scale  # metres -> millimetres by default
-        # float64 accumulators: 35k x 14 float32 terms lose digits otherwise.
-        self.add_state("error_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def _accumulate(self, errors: Tensor, mask: Tensor | None) -> None:
-        weights = _joint_weights(mask, errors[..., None])
-        weights = torch.ones_like(errors) if weights is None else weights
-        self.error_sum += (errors.double() * weights.double()).sum()
-        self.count += weights.double().sum()
-
-    def compute(self) -> Tensor:
-        return self.error_sum / self.count * self.unit_scale  # NaN before any valid entry
-
-
-class MPJPE(_GlobalMeanError):
-    """Global mean joint error over valid (sample, joint) entries, x unit_scale (mm)."""
-
-    def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
-        self._accumulate(joint_errors(pred, gt), mask)
-
-
-class PAMPJPE(_GlobalMeanError):
-    """MPJPE after per-sample similarity Procrustes alignment (fit on valid joints)."""
-
-    def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
-        self._accumulate(joint_errors(similarity_procrustes(pred, gt, mask), gt), mask)
-
-
-class PVE(_GlobalMeanError):
-    """Mean per-vertex error over all (sample, vertex) entries, no alignment."""
-
-    def update(self, pred_vertices: Tensor, gt_vertices: Tensor) -> None:
-        self._accumulate(joint_errors(pred_vertices, gt_vertices), None)
-
-
-class AccelError(Metric):
-    """Acceleration error within sequences, x unit_scale (mm per frame²).
-
-    Frames are kept (cat states) with their sequence and frame ids, because a distributed
-    sampler hands neighbouring frames to different processes and batches; compute() gathers
-    them, drops duplicate (sequence, frame) pairs (sampler padding), sorts them and averages
-    the error over triplets of consecutive frames of one sequence.
-    """
-
-    full_state_update = False
-    is_differentiable = False
-    higher_is_better = False
-
-    def __init__(self, unit_scale: float = 1000.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.unit_scale = unit_scale
-        for name in ("pred", "gt", "sequence_ids", "frame_ids"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-
-    def update(self, pred: Tensor, gt: Tensor, sequence_ids: Tensor, frame_ids: Tensor) -> None:
-        pred, gt = _check_pair(pred, gt)
-        n = pred.shape[0]
-        for name, ids in (("sequence_ids", sequence_ids), ("frame_ids", frame_ids)):
-            if ids.shape != (n,) or torch.is_floating_point(ids):
-                raise ValueError(f"{name}: expected integer shape ({n},), got {ids.dtype} {tuple(ids.shape)}")
-        self.pred.append(pred)
-        self.gt.append(gt)
-        self.sequence_ids.append(sequence_ids.long())
-        self.frame_ids.append(frame_ids.long())
-
-    def compute(self) -> Tensor:
-        if isinstance(self.pred, list) and not self.pred:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        seq, frame = dim_zero_cat(self.sequence_ids), dim_zero_cat(self.frame_ids)
-        # Lexicographic (sequence, frame) order via two stable sorts.
-        order = torch.sort(frame, stable=True).indices
-        order = order[torch.sort(seq[order], stable=True).indices]
-        seq, frame = seq[order], frame[order]
-        keep = torch.ones_like(seq, dtype=torch.bool)
-        keep[1:] = (seq[1:] != seq[:-1]) | (frame[1:] != frame[:-1])
-        order = order[keep]
-        errors = sequence_acceleration_error(
-            dim_zero_cat(self.pred)[order], dim_zero_cat(self.gt)[order], seq[keep], frame_ids=frame[keep]
-        )
-        return errors.double().nanmean() * self.unit_scale
-
-
-class PerSampleErrors(Metric):
-    """Per-sample errors with their sample ids, for writing out and per-bin analysis.
-
-    update(sample_ids (B,), name=(B,) tensor for every name given at construction). Values are
-    stored as given (pass millimetres from `evaluation.evaluate_joints`). compute() returns
-    {"sample_id": (N,), name: (N,), ...} sorted by id, keeping the first copy of a repeated id
-    (a distributed sampler pads the last batch with repeats).
-    """
-
-    full_state_update = False
-    is_differentiable = False
-
-    def __init__(self, names: Sequence[str], **kwargs) -> None:
-        super().__init__(**kwargs)
-        if not names or "sample_id" in names:
-            raise ValueError(f"names: expected a non-empty list without 'sample_id', got {list(names)}")
-        self.names = tuple(names)
-        self.add_state("sample_ids", default=[], dist_reduce_fx="cat")
-        for name in self.names:
-            self.add_state(f"errors_{name}", default=[], dist_reduce_fx="cat")
-
-    def update(self, sample_ids: Tensor, **errors: Tensor) -> None:
-        if set(errors) != set(self.names):
-            raise KeyError(f"PerSampleErrors.update: expected errors {sorted(self.names)}, got {sorted(errors)}")
-        n = sample_ids.shape[0]
-        if sample_ids.ndim != 1 or torch.is_floating_point(sample_ids):
-            raise ValueError(f"sample_ids: expected a 1-D integer tensor, got {sample_ids.dtype} {tuple(sample_ids.shape)}")
-        for name, values in errors.items():
-            if values.shape != (n,):
-                raise ValueError(f"errors '{name}': expected shape ({n},), got {tuple(values.shape)}")
-            getattr(self, f"errors_{name}").append(values.detach().double())
-        self.sample_ids.append(sample_ids.long())
-
-    def compute(self) -> dict[str, Tensor]:
-        if isinstance(self.sample_ids, list) and not self.sample_ids:
-            empty = torch.empty(0, dtype=torch.float64)
-            return {"sample_id": torch.empty(0, dtype=torch.long), **{n: empty for n in self.names}}
-        ids = dim_zero_cat(self.sample_ids)
-        order = torch.sort(ids, stable=True).indices
-        sorted_ids = ids[order]
-        keep = torch.ones_like(sorted_ids, dtype=torch.bool)
-        keep[1:] = sorted_ids[1:] != sorted_ids[:-1]
-        order = order[keep]
-        result = {"sample_id": ids[order]}
-        for name in self.names:
-            result[name] = dim_zero_cat(getattr(self, f"errors_{name}"))[order]
-        return result
