@@ -10,7 +10,7 @@ of each growing its own copy (a list of dicts would be touched, and so copied, b
 
 On disk an index is a directory: one ``<column>.npy`` per column and ``manifest.json`` (N,
 dtypes, shapes, byte sizes and sha256 of every file, and ``meta``), written and read by
-`gtahuman.data.index_files`. :meth:`SampleIndex.save` writes a new directory beside the target
+`gtahuman.data.index_files`; the columns' schema is `gtahuman.data.index_schema`. :meth:`SampleIndex.save` writes a new directory beside the target
 and renames it into place, so an interrupted save leaves the old index (or none), never a
 half-written one.
 """
@@ -19,12 +19,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from gtahuman.data.index_schema import (
+    CATEGORICAL,
+    COLUMNS,
+    FACTOR_RANGES,
+    KEYPOINT_CONVENTION,
+    NUM_KEYPOINTS,
+    SMPL_COLUMNS,
+    Column,
+)  # re-exported: readers take the schema from here
 from gtahuman.data.index_files import (
     MANIFEST,
     SCHEMA_VERSION,
@@ -34,64 +42,12 @@ from gtahuman.data.index_files import (
     save_columns,
 )
 
-KEYPOINT_CONVENTION = "smpl_54"
-NUM_KEYPOINTS = 54
-CATEGORICAL = ("weather", "location")  # int16 codes into meta["vocabularies"][column]; -1 unknown
-
-
 class IndexValidationError(ValueError):
     """Column contents break the schema's rules; ``problems`` lists every one found."""
 
     def __init__(self, name: str, problems: list[str]):
         self.problems = problems
         super().__init__(f"sample index '{name}' is invalid:\n  " + "\n  ".join(problems))
-
-
-@dataclass(frozen=True)
-class Column:
-    """Schema of one column: dtype ("S" = fixed-width bytes of any width), per-sample shape,
-    whether ``prepare`` must supply it, and the value an absent optional column is filled with."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    required: bool
-    description: str
-    fill: Any = 0
-
-
-def _f32(shape: tuple[int, ...], description: str, fill: float = 0.0, required: bool = False) -> Column:
-    return Column("float32", shape, required, description, fill)
-
-
-_NAN = float("nan")
-COLUMNS: dict[str, Column] = {
-    "image_path": Column("S", (), True, "image file relative to the dataset root, utf-8"),
-    "image_size": Column("int32", (2,), True, "full image (W, H) in pixels"),
-    "bbox_xywh": _f32((4,), "person box (x, y, w, h), full-image pixels", required=True),
-    "keypoints2d": _f32((NUM_KEYPOINTS, 3), "smpl_54 (x, y, conf), full-image pixels; conf 0 = absent"),
-    "keypoints3d": _f32((NUM_KEYPOINTS, 4), "smpl_54 (x, y, z, conf), metres, camera frame"),
-    "has_keypoints3d": Column("bool", (), False, "keypoints3d is annotated", False),
-    "smpl_global_orient": _f32((3,), "axis-angle, body -> OpenCV camera frame"),
-    "smpl_body_pose": _f32((69,), "axis-angle of the 23 body joints"),
-    "smpl_betas": _f32((10,), "shape coefficients"),
-    "smpl_transl": _f32((3,), "metres, camera frame"),
-    "has_smpl": Column("bool", (), False, "the smpl_* columns are annotated", False),
-    "gender": Column("int8", (), False, "-1 neutral/unknown, 0 male, 1 female", -1),
-    "sequence_id": Column("int32", (), False, "video sequence; -1 for still images", -1),
-    "frame_id": Column("int32", (), False, "frame within the sequence; -1 for still images", -1),
-    "focal_length": _f32((), "pixels, full image; 0 when unknown"),
-    "cam_elevation": _f32((), "degrees above the body's horizontal plane", _NAN),
-    "cam_azimuth": _f32((), "degrees, 0 in front of the body, +90 on its left", _NAN),
-    "pose_dist_mean": _f32((), "mm, mean joint distance to the mean pose", _NAN),
-    "pose_dist_tpose": _f32((), "mm, mean joint distance to the T-pose", _NAN),
-    "occluded_ratio": _f32((), "fraction of joints occluded by other objects", _NAN),
-    "self_occluded_ratio": _f32((), "fraction of joints occluded by the body itself", _NAN),
-    "truncation": _f32((), "fraction of annotated joints outside the image", _NAN),
-    "weather": Column("int16", (), False, "code into meta vocabularies; -1 unknown", -1),
-    "location": Column("int16", (), False, "code into meta vocabularies; -1 unknown", -1),
-    "daytime_hours": _f32((), "in-game time of day, hours in [0, 24)", _NAN),
-}
-SMPL_COLUMNS = ("smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_transl")
 
 
 def encode_strings(values: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -294,7 +250,7 @@ class SampleIndex:
             for name in COLUMNS:
                 array = index[name]
                 if name in CATEGORICAL:
-                    array = _recode(array, index.meta["vocabularies"][name], vocabularies.setdefault(name, []))
+                    array = recode_categorical(array, index.meta["vocabularies"][name], vocabularies.setdefault(name, []))
                 columns[name].append(np.asarray(array))
         sources: list[dict[str, Any]] = []
         for index in indices:
@@ -344,7 +300,7 @@ class SampleIndex:
         return index
 
 
-def _recode(codes: np.ndarray, vocabulary: list[str], merged: list[str]) -> np.ndarray:
+def recode_categorical(codes: np.ndarray, vocabulary: list[str], merged: list[str]) -> np.ndarray:
     """Map codes into ``merged`` (extended in place with labels it lacks); -1 stays -1."""
     lookup, extended = encode_categorical(vocabulary, merged)
     merged[:] = extended
@@ -365,15 +321,6 @@ def _first_bad_row(n: int, bad_rows: Callable[[slice], np.ndarray], chunk_rows: 
 
 def _any_per_row(mask: np.ndarray) -> np.ndarray:
     return mask.reshape(len(mask), -1).any(axis=1)
-
-
-# (column, half-open valid range) of the scalar factors; NaN means unknown and is allowed.
-_FACTOR_RANGES = {
-    "cam_elevation": (-90.0, 90.0), "cam_azimuth": (-180.0, 180.0),
-    "pose_dist_mean": (0.0, np.inf), "pose_dist_tpose": (0.0, np.inf),
-    "occluded_ratio": (0.0, 1.0), "self_occluded_ratio": (0.0, 1.0), "truncation": (0.0, 1.0),
-    "daytime_hours": (0.0, 24.0),
-}
 
 
 def _row_rules(index: SampleIndex, tol: float) -> list[tuple[str, str, Callable[[slice], np.ndarray]]]:
@@ -407,7 +354,7 @@ def _row_rules(index: SampleIndex, tol: float) -> list[tuple[str, str, Callable[
         size = len(index.meta["vocabularies"][name])
         rules.append((name, f"code must be -1 or index one of the {size} labels in meta vocabularies",
                       lambda s, name=name, size=size: (c[name][s] < -1) | (c[name][s] >= size)))
-    for name, (lo, hi) in _FACTOR_RANGES.items():
+    for name, (lo, hi) in FACTOR_RANGES.items():
         rules.append((name, f"must be NaN (unknown) or within [{lo:g}, {hi:g}]",
                       lambda s, name=name, lo=lo, hi=hi:
                       ~np.isnan(c[name][s]) & ~((c[name][s] >= lo) & (c[name][s] <= hi))))

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from gtahuman.data.formats.gta_raw import list_sequences
 from gtahuman.data.index import (CATEGORICAL, COLUMNS, MANIFEST, IndexMismatchError, SampleIndex, describe_source_file,
-                                 encode_categorical)
+                                 recode_categorical)
 from gtahuman.data.prepare_common import IMAGE_MARGIN, BodyContext, Chunk
 from gtahuman.data.prepare_sources import SOURCES
 
@@ -117,12 +117,6 @@ def _check_out_dir(out_dir: Path) -> None:
                                   f"(holds {others[:3]}); not writing into it")
 
 
-def _recode(codes: np.ndarray, vocabulary: list[str], merged: list[str]) -> np.ndarray:
-    lookup, extended = encode_categorical(vocabulary, merged)
-    merged[:] = extended
-    return np.where(codes < 0, -1, np.append(lookup, -1)[np.where(codes < 0, len(lookup), codes)]).astype(np.int16)
-
-
 def _stream_concat(parts: list[SampleIndex], work: Path) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """Columns of all ``parts`` in order, written into memory-mapped .npy files under ``work``."""
     work.mkdir(parents=True, exist_ok=True)
@@ -137,7 +131,7 @@ def _stream_concat(parts: list[SampleIndex], work: Path) -> tuple[dict[str, np.n
         for part in parts:
             values = part[name]
             if name in CATEGORICAL:
-                values = _recode(np.asarray(values), part.meta["vocabularies"][name], vocabularies[name])
+                values = recode_categorical(np.asarray(values), part.meta["vocabularies"][name], vocabularies[name])
             out[row:row + len(part)] = values
             row += len(part)
         columns[name] = out
