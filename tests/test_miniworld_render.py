@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from gtahuman.data.miniworld import render as render_module
+from gtahuman.data.miniworld.visibility import joint_visibility, occlusion_flags
 from gtahuman.data.miniworld.render import (
     Box,
     Light,
-    joint_visibility,
-    occlusion_flags,
     render_mesh,
     render_scene,
 )
