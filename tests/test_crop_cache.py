@@ -16,10 +16,9 @@ from gtahuman.data import crop_cache as cc
 from gtahuman.data.crop_cache import (
     CropCacheBuildError,
     CropCacheMismatchError,
-    UnreadableImageError,
     build_crop_cache,
-    decode_image,
 )
+from gtahuman.data.frames import UnreadableImageError, decode_image
 from gtahuman.data.index import SampleIndex, encode_strings
 from gtahuman.data.index_synthetic import synthesize_index
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gtahuman.data.crop_cache import UnreadableImageError, build_crop_cache
+from gtahuman.data.crop_cache import build_crop_cache
+from gtahuman.data.frames import UnreadableImageError
 from gtahuman.data.datamodule import MixedDataModule
 from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import SampleIndex, encode_strings

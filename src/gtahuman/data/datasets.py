@@ -37,13 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gtahuman.data.crop_cache import (
-    CropCache,
-    UnreadableImageError,
-    bbox_center_side,
-    decode_image,
-    jpeg_reduction,
-)
+from gtahuman.data.crop_cache import CropCache
+from gtahuman.data.frames import UnreadableImageError, bbox_center_side, decode_image, jpeg_reduction
 from gtahuman.data.index import SampleIndex
 from gtahuman.data.warp import compose_affines, transform_points
 

@@ -47,9 +47,9 @@ from gtahuman.data.crop_cache import (
     OFFSETS,
     CropCache,
     CropCacheMismatchError,
-    UnreadableImageError,
     index_fingerprint,
 )
+from gtahuman.data.frames import UnreadableImageError
 from gtahuman.data.index import SampleIndex
 
 # litdata asks PyPI for newer versions only when LITDATA_CHECK_UPDATES=1; nothing may be fetched at run time.
