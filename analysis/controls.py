@@ -27,7 +27,7 @@ from analysis.comparisons import compare
 from analysis.stats import format_difference, welch_interval_from_samples
 from analysis.table_format import Cell, Table
 from analysis.tables import METRIC_NAMES, Entry, all_labels, group, plain_setting
-from gtahuman.data.miniworld.domains import VARIANTS
+from gtahuman.miniworld.domains import VARIANTS
 
 REAL_ONLY = "(none: real only)"
 ROLES = {"standard": "positive control", "gta_studio": "negative control"}

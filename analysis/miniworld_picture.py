@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from gtahuman.body.conventions import joint_index
 from gtahuman.data.formats import gta_raw
 from gtahuman.data.formats.spin_npz import read_spin_npz
-from gtahuman.data.miniworld.world import generate_world
+from gtahuman.miniworld.world import generate_world
 
 TILE_HEIGHT, PORTRAIT_HEIGHT, COLUMNS = 200, 300, 4
 LIMBS = [("right_ankle", "right_knee"), ("right_knee", "right_hip_extra"), ("left_ankle", "left_knee"),

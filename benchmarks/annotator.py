@@ -6,7 +6,7 @@
 Annotates the mini world's raw GTA sequences (default world, generated and cached under
 ``.cache/gtahuman/miniworld/default-standard-seed0`` if missing) from their ``keypoints_3d`` alone, every
 sequence fitted (analyser off). The world's game joints come from a rig of their own
-(`data.miniworld.game_skeleton`: offsets of a few centimetres from SMPL's joints, varying per
+(`gtahuman.miniworld.game_skeleton`: offsets of a few centimetres from SMPL's joints, varying per
 subject) that the annotator's correspondence table does not read, so the errors below include a
 modelling error, as in the game. Three conditions, each a separate annotation of the same
 sequences: ``clean`` (the keypoints as written), ``noise`` (Gaussian noise of ``--noise-mm`` per
@@ -46,7 +46,7 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.data.formats.gta_raw import list_sequences, read_sequence, write_sequence
-from gtahuman.data.miniworld.world import WorldPaths, generate_world
+from gtahuman.miniworld.world import WorldPaths, generate_world
 from gtahuman.fitting.annotate import AnnotateOptions, annotate_directory
 from gtahuman.fitting.smplify3d import FitSettings
 

@@ -20,9 +20,9 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.body.toy import write_toy_body_assets
-from gtahuman.data.miniworld.motion import mean_pose
-from gtahuman.data.miniworld.render import Box, Light, project, render_mesh, render_scene
-from gtahuman.data.miniworld.scenes import indoor_background, outdoor_background
+from gtahuman.miniworld.motion import mean_pose
+from gtahuman.miniworld.render import Box, Light, project, render_mesh, render_scene
+from gtahuman.miniworld.scenes import indoor_background, outdoor_background
 
 WIDTH, HEIGHT = 480, 270
 FOCAL = (HEIGHT / 2) / np.tan(np.deg2rad(25.0))

@@ -28,7 +28,7 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.data.formats.spin_npz import bbox_xywh_from_center_scale, read_spin_npz
-from gtahuman.data.miniworld.world import WorldPaths, generate_world
+from gtahuman.miniworld.world import WorldPaths, generate_world
 from gtahuman.data.static_fits import crop_keypoints
 from gtahuman.fitting.priors import GaussianPosePrior
 from gtahuman.fitting.smplify2d import Fit2DSettings, SMPLify2D, mean_start

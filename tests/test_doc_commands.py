@@ -204,7 +204,7 @@ def test_documented_command_runs(command: str, session: Session, tmp_path, monke
         args = ["--help"]
     mini = any(".cache/gtahuman" in a for a in args)
     args = [session.substitute(a) for a in args] if mini else args
-    if module == "gtahuman.data.miniworld":
+    if module == "gtahuman.miniworld":
         args = [*args, "--size", "tiny", "--quiet"]
     code, out = run_module(module, args)
     assert out.strip(), f"{command}: printed nothing"

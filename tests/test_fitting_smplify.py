@@ -7,7 +7,7 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.fitting import FitSettings, SMPLify3D, keypoint_map
-from gtahuman.data.miniworld.game_skeleton import GameRig
+from gtahuman.miniworld.game_skeleton import GameRig
 from gtahuman.fitting.synthetic import synthetic_gta_sequence
 from gtahuman.metrics import acceleration
 

@@ -11,10 +11,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gtahuman.data.miniworld.diversity import circular_span_deg, plan_diversity, summarise
-from gtahuman.data.miniworld.domains import GTA, INDOOR_ACTIONS, REAL_INDOOR, SIZES, gta_style
-from gtahuman.data.miniworld.clips import generate_sequence
-from gtahuman.data.miniworld.plan import Job, plan_world
+from gtahuman.miniworld.diversity import circular_span_deg, plan_diversity, summarise
+from gtahuman.miniworld.domains import GTA, INDOOR_ACTIONS, REAL_INDOOR, SIZES, gta_style
+from gtahuman.miniworld.clips import generate_sequence
+from gtahuman.miniworld.plan import Job, plan_world
 
 
 def test_circular_span_is_the_shortest_arc_holding_every_angle():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from gtahuman.data.miniworld.clips import generate_sequence
-from gtahuman.data.miniworld.motion import (
+from gtahuman.miniworld.clips import generate_sequence
+from gtahuman.miniworld.motion import (
     ACTIONS,
     JOINT,
     JOINT_LIMITS,

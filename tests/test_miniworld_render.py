@@ -4,15 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gtahuman.data.miniworld import render as render_module
-from gtahuman.data.miniworld.visibility import joint_visibility, occlusion_flags
-from gtahuman.data.miniworld.render import (
+from gtahuman.miniworld import render as render_module
+from gtahuman.miniworld.visibility import joint_visibility, occlusion_flags
+from gtahuman.miniworld.render import (
     Box,
     Light,
     render_mesh,
     render_scene,
 )
-from gtahuman.data.miniworld.scenes import (
+from gtahuman.miniworld.scenes import (
     WEATHERS,
     apply_weather,
     indoor_background,
@@ -249,8 +249,8 @@ def test_toy_body_walk_matches_smpl_kinematics_and_renders_where_projected(tmp_p
 
     from gtahuman.body.smpl import BodyModel
     from gtahuman.body.toy import write_toy_body_assets
-    from gtahuman.data.miniworld.clips import generate_sequence
-    from gtahuman.data.miniworld.motion import SMPL_PARENTS, forward_kinematics
+    from gtahuman.miniworld.clips import generate_sequence
+    from gtahuman.miniworld.motion import SMPL_PARENTS, forward_kinematics
 
     model = BodyModel(write_toy_body_assets(tmp_path / "toy"), "neutral")
     zeros = torch.zeros(1, 69)

@@ -17,16 +17,16 @@ from gtahuman.body.smpl import BodyModel
 from gtahuman.data.factors import camera_angles
 from gtahuman.data.formats import gta_raw
 from gtahuman.data.formats.spin_npz import read_spin_npz
-from gtahuman.data.miniworld.__main__ import main as cli_main
-from gtahuman.data.miniworld.domains import INDOOR_ACTIONS, SIZES
-from gtahuman.data.miniworld.game_skeleton import (GAME_LANDMARKS, GAME_OWNERS, GameRig, RigVariation, game_joints,
+from gtahuman.miniworld.__main__ import main as cli_main
+from gtahuman.miniworld.domains import INDOOR_ACTIONS, SIZES
+from gtahuman.miniworld.game_skeleton import (GAME_LANDMARKS, GAME_OWNERS, GameRig, RigVariation, game_joints,
                                                    global_rotations)
-from gtahuman.data.miniworld.motion import ACTIONS
-from gtahuman.data.miniworld.plan import plan_world
-from gtahuman.data.miniworld.render import project, render_mesh
-from gtahuman.data.miniworld.simulate import SELF_OCCLUSION_TOLERANCE, BodyModels, params_in_camera, simulate_sequence
-from gtahuman.data.miniworld.world import WorldDirectoryError, WorldPaths, generate_world
-from gtahuman.data.miniworld.writers import KEYPOINT_ONLY_JOINTS
+from gtahuman.miniworld.motion import ACTIONS
+from gtahuman.miniworld.plan import plan_world
+from gtahuman.miniworld.render import project, render_mesh
+from gtahuman.miniworld.simulate import SELF_OCCLUSION_TOLERANCE, BodyModels, params_in_camera, simulate_sequence
+from gtahuman.miniworld.world import WorldDirectoryError, WorldPaths, generate_world
+from gtahuman.miniworld.writers import KEYPOINT_ONLY_JOINTS
 
 SPIN_FILES = ("real_indoor_train", "real_indoor_val", "real_kp_train", "wild_test", "wild_val")
 

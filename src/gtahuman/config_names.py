@@ -25,8 +25,8 @@ NAME_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "adaptation objective": ("gtahuman.adaptation", "ADAPTATIONS", ("dann", "jan", "none", "rsd")),
     "evaluation protocol": ("gtahuman.evaluation", "PROTOCOLS", ("3dpw", "h36m_p2", "miniworld", "mpi_inf_3dhp")),
     "source kind": ("gtahuman.data.prepare_sources", "SOURCES", ("gta_raw", "humandata", "spin_npz")),
-    "mini-world size": ("gtahuman.data.miniworld.domains", "SIZES", ("default", "large", "tiny")),
-    "mini-world variant": ("gtahuman.data.miniworld.domains", "VARIANTS", (
+    "mini-world size": ("gtahuman.miniworld.domains", "SIZES", ("default", "large", "tiny")),
+    "mini-world variant": ("gtahuman.miniworld.domains", "VARIANTS", (
         "gta_studio", "gta_studio_geometry", "gta_studio_looks", "standard")),
     "model variant": ("gtahuman.systems.hmr", "VARIANTS", ("hmr", "hmr_plus")),
     "supervision": ("gtahuman.systems.hmr", "SUPERVISION", ("both", "keypoints", "smpl")),

@@ -59,7 +59,7 @@ class DataConfig:
     miniworld: Optional[str] = "default"
     miniworld_seed: int = 0
     # what the world's GTA domain covers: standard | gta_studio (negative control) | gta_studio_geometry
-    # | gta_studio_looks (gtahuman.data.miniworld.domains.VARIANTS); the other domains never change
+    # | gta_studio_looks (gtahuman.miniworld.domains.VARIANTS); the other domains never change
     miniworld_variant: str = "standard"
     world_dir: str = "${run.cache_dir}/miniworld/${data.miniworld}-${data.miniworld_variant}-seed${data.miniworld_seed}"
     # Root of the user's real data (mmhuman3d layout: preprocessed_datasets/*.npz, datasets/<name>/,

@@ -37,7 +37,7 @@ def ensure_assets(cfg: DictConfig) -> Path:
     toy body model is generated into the cache.
     """
     if cfg.data.miniworld:
-        from gtahuman.data.miniworld.world import generate_world  # the renderer: only for mini-world runs
+        from gtahuman.miniworld.world import generate_world  # the renderer: only for mini-world runs
 
         world_dir = Path(cfg.data.world_dir)
         with file_lock(world_dir.parent / f".{world_dir.name}.lock"):  # runs started together build it once

@@ -19,7 +19,7 @@ import torch
 
 from gtahuman.atomic import atomic_open
 from gtahuman.body.camera import weak_perspective_to_translation
-from gtahuman.data.miniworld.render import render_mesh
+from gtahuman.miniworld.render import render_mesh
 from gtahuman.data.transforms import AugmentConfig, denormalize_image
 
 MESH_COLOUR = np.array([0.55, 0.75, 1.0])  # light blue: apart from skin and most clothing

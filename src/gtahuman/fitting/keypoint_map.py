@@ -13,7 +13,7 @@ J_regressor_extra joints). Correspondences are found **by name**:
     (`GTA_APPROXIMATIONS`: head top, clavicles, upper spine, roots, IK / PH hand and foot
     targets, elbow and knee helpers, roll bones at the middle of their bone). The table is the
     annotator's own guess at the game's rig: it does not read how any generator places game
-    joints (the mini world's rig adds offsets of its own, `data.miniworld.game_skeleton`, and a
+    joints (the mini world's rig adds offsets of its own, `gtahuman.miniworld.game_skeleton`, and a
     test fits rigs with other offsets). Fingers and the facial rig are left out: where a
     game's rig puts them is unknown, and the named eyes, ears and nose cover the head;
   - for other conventions, the equivalence groups of `conventions` (``neck_openpose`` ~

@@ -10,7 +10,7 @@
 * `bend_penalty`: SMPLify's joint-angle limit for the hinge joints, which only penalises
   knees and elbows bending the wrong way. SMPL axes (canonical frame: y up, facing +z, left
   on +x): knee flexion is positive about x, left elbow flexion negative about y and right
-  elbow flexion positive about y (the signs `gtahuman.data.miniworld.motion` documents).
+  elbow flexion positive about y (the signs `gtahuman.miniworld.motion` documents).
 * `shape_prior`: betas ~ N(0, I).
 * `acceleration_penalty`: mean squared second difference over time (rotation matrices or
   translations), the temporal smoothness that lowers jitter between frames.

@@ -16,9 +16,9 @@ import torch
 
 from gtahuman.body.smpl import BodyModel
 from gtahuman.data.formats.gta_raw import GTASequence, intrinsics_from_fov
-from gtahuman.data.miniworld.game_skeleton import GameRig, game_joints, global_rotations
-from gtahuman.data.miniworld.clips import generate_sequence
-from gtahuman.data.miniworld.simulate import look_at, params_in_camera
+from gtahuman.miniworld.game_skeleton import GameRig, game_joints, global_rotations
+from gtahuman.miniworld.clips import generate_sequence
+from gtahuman.miniworld.simulate import look_at, params_in_camera
 
 IMAGE_SIZE = (480, 270)
 FOV_DEG = 50.0

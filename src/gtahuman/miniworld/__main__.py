@@ -1,4 +1,4 @@
-"""Command line: ``python -m gtahuman.data.miniworld OUT_DIR [--size default] [--seed 0]``.
+"""Command line: ``python -m gtahuman.miniworld OUT_DIR [--size default] [--seed 0]``.
 
 Generates the mini world (or finds it cached) and prints what it wrote, how long it took and
 its size on disk.
@@ -9,9 +9,9 @@ import argparse
 import json
 import time
 
-from gtahuman.data.miniworld.diversity import format_table
-from gtahuman.data.miniworld.domains import SIZES, VARIANTS
-from gtahuman.data.miniworld.world import generate_world
+from gtahuman.miniworld.diversity import format_table
+from gtahuman.miniworld.domains import SIZES, VARIANTS
+from gtahuman.miniworld.world import generate_world
 
 
 def _megabytes(count: int) -> str:
@@ -19,7 +19,7 @@ def _megabytes(count: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gtahuman.data.miniworld", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gtahuman.miniworld", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", help="directory to generate into (a cache: reruns are no-ops)")
     parser.add_argument("--size", default="default", choices=sorted(SIZES))
     parser.add_argument("--seed", type=int, default=0)

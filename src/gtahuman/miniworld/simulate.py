@@ -20,12 +20,12 @@ from scipy.spatial.transform import Rotation
 
 from gtahuman.body.conventions import convert_keypoints
 from gtahuman.body.smpl import BodyModel
-from gtahuman.data.miniworld import scenes
-from gtahuman.data.miniworld.domains import LOCATION_TAGS, DomainStyle, Subject, vertex_colors
-from gtahuman.data.miniworld.game_skeleton import GameRig, game_joints, global_rotations
-from gtahuman.data.miniworld.clips import generate_sequence
-from gtahuman.data.miniworld.render import Light, render_scene
-from gtahuman.data.miniworld.visibility import joint_visibility, occlusion_flags
+from gtahuman.miniworld import scenes
+from gtahuman.miniworld.domains import LOCATION_TAGS, DomainStyle, Subject, vertex_colors
+from gtahuman.miniworld.game_skeleton import GameRig, game_joints, global_rotations
+from gtahuman.miniworld.clips import generate_sequence
+from gtahuman.miniworld.render import Light, render_scene
+from gtahuman.miniworld.visibility import joint_visibility, occlusion_flags
 
 WORLD_UP = np.array([0.0, 1.0, 0.0])
 # A joint sits inside the body: the surface in front of it is up to ~0.1 m closer (pelvis

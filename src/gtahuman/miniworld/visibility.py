@@ -1,11 +1,11 @@
 """Which joints a rendered image shows: in view, hidden by the body itself, or hidden by an
-object, read from the depth maps `gtahuman.data.miniworld.render` produces (GTA-Human's per-joint
+object, read from the depth maps `gtahuman.miniworld.render` produces (GTA-Human's per-joint
 ``occ`` / ``self_occ`` flags, made the way the game would: by depth, not by guess)."""
 from __future__ import annotations
 
 import numpy as np
 
-from gtahuman.data.miniworld.render import NEAR_PLANE, project
+from gtahuman.miniworld.render import NEAR_PLANE, project
 
 
 def _joint_pixels(joints_cam: np.ndarray, K: np.ndarray, width: int, height: int):

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
-from gtahuman.data.miniworld.motion import (
+from gtahuman.miniworld.motion import (
     ACTIONS,
     FOOT_JOINTS,
     NUM_JOINTS,
@@ -18,7 +18,7 @@ from gtahuman.data.miniworld.motion import (
     soft_clip_angles,
     soft_minimum,
 )
-from gtahuman.data.miniworld.motion_actions import ACTION_FUNCTIONS, sample_style
+from gtahuman.miniworld.motion_actions import ACTION_FUNCTIONS, sample_style
 
 
 def generate_sequence(

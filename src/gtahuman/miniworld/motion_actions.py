@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gtahuman.data.miniworld.motion import JOINT, relaxed_standing_angles
+from gtahuman.miniworld.motion import JOINT, relaxed_standing_angles
 
 TWO_PI = 2.0 * np.pi
 SIDES = (("left", 1.0, 0.0), ("right", -1.0, np.pi))  # name, mirror sign, gait phase shift

@@ -32,9 +32,9 @@ from gtahuman.data.formats.spin_npz import (
     center_scale_from_bbox_xywh,
     write_spin_npz,
 )
-from gtahuman.data.miniworld.plan import Job
-from gtahuman.data.miniworld.render import project
-from gtahuman.data.miniworld.simulate import SequenceData
+from gtahuman.miniworld.plan import Job
+from gtahuman.miniworld.render import project
+from gtahuman.miniworld.simulate import SequenceData
 
 JPEG_QUALITY = 75
 MIN_VISIBLE_JOINTS = 12

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gtahuman.data.miniworld.render import Box, Light
+from gtahuman.miniworld.render import Box, Light
 
 WEATHERS: tuple[str, ...] = ("clear", "clouds", "rain", "fog", "snow")
 OCCLUDER_KINDS: tuple[str, ...] = ("crate", "pillar", "car", "wall")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gtahuman.data.miniworld.domains import (
+from gtahuman.miniworld.domains import (
     REAL_INDOOR,
     REAL_KEYPOINTS,
     WILD,
@@ -21,7 +21,7 @@ from gtahuman.data.miniworld.domains import (
     sample_subject,
     scaled_size,
 )
-from gtahuman.data.miniworld.simulate import SequenceSpec
+from gtahuman.miniworld.simulate import SequenceSpec
 
 # Codes in the seed keys; never renumber (a world's bytes depend on them).
 _DOMAIN_CODES = {"real_indoor": 1, "real_kp": 1, "gta": 2, "wild": 3}

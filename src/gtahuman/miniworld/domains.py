@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gtahuman.data.miniworld.motion import ACTIONS
+from gtahuman.miniworld.motion import ACTIONS
 
 DOMAINS = ("real_indoor", "gta", "wild")
 INDOOR_ACTIONS = ("walk", "idle", "reach", "crouch", "sit", "turn")

@@ -89,7 +89,7 @@ def sequence_views(global_orient: np.ndarray, transl: np.ndarray, pelvis_rest: n
 
 def plan_diversity(jobs, body_dir) -> dict[str, DomainDiversity]:
     """Stage every job of a plan (no rendering) and summarise each kind."""
-    from gtahuman.data.miniworld.simulate import BodyModels, stage_sequence
+    from gtahuman.miniworld.simulate import BodyModels, stage_sequence
 
     bodies = BodyModels(body_dir)
     views: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}

@@ -43,11 +43,11 @@ from tqdm import tqdm
 from gtahuman.atomic import atomic_write_text
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.toy import toy_description, write_toy_body_assets
-from gtahuman.data.miniworld import writers
-from gtahuman.data.miniworld.diversity import sequence_views, summarise
-from gtahuman.data.miniworld.domains import SIZES, STYLES, VARIANTS, gta_style, scaled_size
-from gtahuman.data.miniworld.plan import Job, action_sets, plan_world
-from gtahuman.data.miniworld.simulate import BodyModels, intrinsics, simulate_sequence
+from gtahuman.miniworld import writers
+from gtahuman.miniworld.diversity import sequence_views, summarise
+from gtahuman.miniworld.domains import SIZES, STYLES, VARIANTS, gta_style, scaled_size
+from gtahuman.miniworld.plan import Job, action_sets, plan_world
+from gtahuman.miniworld.simulate import BodyModels, intrinsics, simulate_sequence
 
 FORMAT_VERSION = 6
 MANIFEST, PARTIAL_MARKER = "world.json", "world.partial.json"
@@ -118,7 +118,7 @@ class WorldPaths:
         manifest = Path(root) / MANIFEST
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest}: no mini-world manifest; generate one with "
-                                    f"`python -m gtahuman.data.miniworld {root}`")
+                                    f"`python -m gtahuman.miniworld {root}`")
         content = json.loads(manifest.read_text())
         return cls(root=Path(root), body_dir=Path(root) / content["body_model"]["dir"])
 
@@ -275,7 +275,7 @@ def generate_world(out_dir: str | os.PathLike, size: str = "default", seed: int 
                  else "real SMPL model files (licensed; the world is as licensed as they are)")
     manifest = {
         "params": params,
-        "generator": "gtahuman.data.miniworld.generate_world",
+        "generator": "gtahuman.miniworld.generate_world",
         "body_model": {"dir": body_entry, "is_toy": bool(assets.is_toy), "note": body_note},
         "files": files,
         "variant": {"name": variant, **{k: v for k, v in vars(VARIANTS[variant]).items() if k != "name"}},
