@@ -344,7 +344,9 @@ def test_print_config_refuses_an_invalid_config(capsys) -> None:
     assert run_main(["--print-config", "data.real_ratio=1.5"]) == 2
     captured = capsys.readouterr()
     assert "data.real_ratio=1.5" in captured.err and captured.out == ""
-    assert run_main(["--print-config", "experiment=table2_hmr_plus_ft"]) == 0  # ??? values still print
+    # a row whose required values are still open (``???``: model.init_checkpoint, body.model_dir)
+    # is valid to print: --print-config shows what is left to fill in
+    assert run_main(["--print-config", "experiment=table2_hmr_plus_ft"]) == 0
 
 
 def test_check_command_and_check_report_name_the_key(folders, capsys) -> None:
