@@ -286,3 +286,28 @@ def test_the_resume_command_repeats_the_overrides_and_names_the_run() -> None:
                                     "run.run_id=20260101-000000-abcd", "run.resume=true"]
     command, known = resume_command(cfg)  # not started by experiments.run (pytest): overrides unknown
     assert not known and command.endswith("experiment=table2_hmr_mini run.run_id=20260101-000000-abcd run.resume=true")
+
+
+def test_two_runs_with_default_ids_started_together_both_finish(tiny_root, reference) -> None:
+    """Issue 20: default run ids were the time to the second, and of two runs started together one
+    died after all its preparation. Now two real runs started at once, neither naming an id,
+    both finish, each in a directory of its own with its own results. (Whether they start in the
+    same second is up to the clock; test_rundir.py pins it to make the collision certain.)"""
+    out = tiny_root / "started_together"
+    paths = (f"run.cache_dir={tiny_root / 'cache'}", f"run.output_root={out}")
+    cli = [sys.executable, "-m", "experiments.run", *TINY_OVERRIDES, *paths,
+           "data.epoch_length=16", "trainer.max_epochs=1"]  # two steps: the ids are what is tested
+    procs = [subprocess.Popen(cli, cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    try:
+        errors = [proc.communicate(timeout=TIMEOUT_S)[1].decode() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [proc.returncode for proc in procs] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    runs = sorted(p for p in out.glob("*/*") if p.is_dir())
+    assert len(runs) == 2 and runs[0].name != runs[1].name
+    for run in runs:
+        assert (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        assert OmegaConf.load(run / "config.yaml").run.run_id == run.name
