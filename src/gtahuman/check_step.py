@@ -38,7 +38,7 @@ from gtahuman.data.index import NUM_KEYPOINTS
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.run_data import datamodule_arguments, write_prior_poses
 from gtahuman.train_image import build_system, configured_world_size
-from gtahuman.threads import apply_thread_policy
+from gtahuman.threads import choose_threads
 
 
 @dataclass
@@ -67,6 +67,7 @@ class StepMeasurement:
     step_seconds: float  # median after the first, data loading included
     peak_memory_bytes: int
     memory_kind: str  # "GPU allocated" | "process peak RSS"
+    threads: str = ""  # torch's intra-op threads and why (gtahuman.threads), e.g. "1 (trainer.threads)"
 
 
 # ------------------------------------------------------------------------------------ plan
@@ -237,7 +238,8 @@ def measure_step(cfg: DictConfig, body_dir: Path, report: Any, steps: int = 3) -
         if any(on for on, _ in refused.values()):
             return None
     steps = max(int(steps), 1)
-    apply_thread_policy(cfg.trainer.threads)  # time the steps with the threads the run would use
+    threads, why = choose_threads(cfg.trainer.threads)  # time the steps with the threads the run would use
+    torch.set_num_threads(threads)
     quiet = logging.getLogger("lightning.pytorch"), logging.getLogger("lightning.fabric")
     levels = [q.level for q in quiet]
     with tempfile.TemporaryDirectory(prefix="gtahuman-check-") as tmp, warnings.catch_warnings():
@@ -281,7 +283,7 @@ def measure_step(cfg: DictConfig, body_dir: Path, report: Any, steps: int = 3) -
     rest = timer.seconds[1:] or timer.seconds
     return StepMeasurement(device=name, precision=str(cfg.trainer.precision), per_device_batch=per_device, batch=kind,
                            first_step_seconds=timer.seconds[0], step_seconds=float(np.median(rest)),
-                           peak_memory_bytes=peak, memory_kind=memory)
+                           peak_memory_bytes=peak, memory_kind=memory, threads=f"{threads} ({why})")
 
 
 # ------------------------------------------------------------------------------ formatting
@@ -313,7 +315,8 @@ def format_step(step: StepMeasurement | None, plan: Plan | None, estimate_s: flo
         return []
     measured = (f"one batch: {step.per_device_batch} per device ({step.batch} batch) on {step.device}, "
                 f"{step.precision}: {step.step_seconds:.3f} s per step (first {step.first_step_seconds:.2f} s), "
-                f"peak memory {step.peak_memory_bytes / 2**30:.2f} GiB ({step.memory_kind})")
+                f"peak memory {step.peak_memory_bytes / 2**30:.2f} GiB ({step.memory_kind})"
+                + (f", torch threads {step.threads}" if step.threads else ""))
     lines = [measured]
     if estimate_s is not None and plan is not None:
         lines.append(f"estimate: {plan.total_batches:,d} steps x {step.step_seconds:.3f} s = {_duration(estimate_s)} "
