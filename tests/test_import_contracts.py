@@ -182,3 +182,32 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path) -> None:
     assert broken_contracts(made) == [
         "gtahuman.body.smpl imports gtahuman.systems.hmr (the foundation (body model, metrics, file formats, config) "
         "knows nothing of what is built on it)"]  # data.c's import is for type checking only
+
+
+def imports_inside_functions_without_a_reason(root: Path) -> list[str]:
+    """``file:line`` of every import inside a function with no comment on its line (or its last
+    line) or on the line above: such an import hides a dependency, so it must say why it waits."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        seen: set[int] = set()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in seen:
+                    seen.add(node.lineno)
+                    said = ("#" in lines[node.lineno - 1] or "#" in lines[node.end_lineno - 1]
+                            or lines[node.lineno - 2].strip().startswith("#"))
+                    if not said:
+                        found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
+
+
+def test_every_import_inside_a_function_says_why(tmp_path) -> None:
+    assert imports_inside_functions_without_a_reason(SRC / "gtahuman") == []
+    # the check itself: a silent one is found, a commented one is not
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "m.py").write_text("def f():\n    import json\n    import csv  # stdlib, shown only\n")
+    assert imports_inside_functions_without_a_reason(package) == ["pkg/m.py:2"]

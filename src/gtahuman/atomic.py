@@ -116,7 +116,7 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # POSIX only (see the except branch)
     except ImportError:  # not POSIX
         yield
         return

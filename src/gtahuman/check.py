@@ -51,7 +51,7 @@ from gtahuman.data.check import (
     sample_image_paths,
 )
 from gtahuman.data.source_spec import SourceSpec
-from gtahuman.data.index import MANIFEST
+from gtahuman.data.index import MANIFEST, SampleIndex
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin", ".npz")
 
@@ -104,7 +104,7 @@ class CheckReport:
         return self.plan.total_batches * self.step.step_seconds
 
     def format(self) -> str:
-        from gtahuman.check_step import format_plan, format_step
+        from gtahuman.check_step import format_plan, format_step  # torch and lightning, as check() above
 
         lines = [f"check: experiment {self.experiment} (task {self.task})"]
         if self.body:
@@ -154,7 +154,7 @@ def _check_body_files(model_dir: Path, report: CheckReport) -> bool:
 def check_body(cfg: DictConfig, report: CheckReport) -> Path | None:
     """The body-model directory training would use (the world is generated on the mini world),
     checked file by file and loaded; None when it is not usable."""
-    from gtahuman.run_data import ensure_assets
+    from gtahuman.run_data import ensure_assets  # the run's stack (torch, lightning): only for a valid config
 
     model_dir = _value(cfg, "body.model_dir")
     if model_dir is None and OmegaConf.is_missing(cfg.body, "model_dir"):
@@ -167,9 +167,9 @@ def check_body(cfg: DictConfig, report: CheckReport) -> Path | None:
         report.problem("body.model_dir", model_dir, str(err).split("\nExpected:")[0])
         return None
     try:
-        import torch
+        import torch  # heavy: imported once the config is known valid, so a bad one fails in well under a second
 
-        from gtahuman.body.smpl import BodyModel
+        from gtahuman.body.smpl import BodyModel  # torch and smplx, as above
 
         assets = check_body_model_dir(body_dir, genders=("neutral",), load_models=False)
         with torch.no_grad():
@@ -255,7 +255,7 @@ def _check_images(key: str, kind: str, path: Path, image_root: Path, report: Che
 
 def check_source(split: str, name: str, src: DictConfig, cfg: DictConfig, body_dir: Path | None,
                  prepare: bool, report: CheckReport) -> SourceStatus:
-    from gtahuman.run_data import prepare_source
+    from gtahuman.run_data import prepare_source  # the run's stack (torch, lightning): only for a valid config
 
     key = f"data.{split}.{name}"
     known = len(report.problems)
@@ -298,7 +298,6 @@ def check_source(split: str, name: str, src: DictConfig, cfg: DictConfig, body_d
             return status
         if status.state == "not prepared":
             status.state = "prepared now"
-        from gtahuman.data.index import SampleIndex
 
         status.samples = len(SampleIndex.load(status.spec.index_dir, verify=False))
     return status
@@ -312,7 +311,7 @@ def check(cfg: DictConfig, *, prepare: bool | None = None, steps: int = 3, measu
     ``steps``: training steps measured (the first is reported apart as warm-up); ``measure=False``
     skips building the system.
     """
-    from gtahuman.check_step import build_plan, measure_step
+    from gtahuman.check_step import build_plan, measure_step  # torch and lightning: only when asked to plan or step
 
     report = CheckReport(experiment=str(cfg.experiment), task=str(cfg.task))
     for key in sorted(OmegaConf.missing_keys(cfg)):

@@ -27,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import CombinedLoader
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -213,7 +214,6 @@ def _loaders(cfg: DictConfig, report: Any, per_device: int, steps: int, tmp: Pat
     samples = SyntheticSamples(per_device * steps, int(cfg.data.img_res), max(len(train), 1))
     loader: Any = DataLoader(samples, batch_size=per_device, shuffle=False, drop_last=True)
     if cfg.data.mode == "adaptation":
-        from lightning.pytorch.utilities import CombinedLoader
 
         loader = CombinedLoader({"source": loader, "target": loader}, mode="max_size_cycle")
     prior = None

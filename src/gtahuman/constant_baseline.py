@@ -34,8 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from gtahuman.atomic import atomic_output
 from gtahuman.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from gtahuman.data.index import SampleIndex
 from gtahuman.metrics import kabsch_rotation
+from gtahuman.rundir import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,6 @@ class ConstantPrediction:
                    int(data["draws"]), dict(data.get("draws_by_source", {})))
 
     def save(self, path: str | Path) -> None:
-        from gtahuman.atomic import atomic_output
 
         with atomic_output(Path(path)) as tmp, open(tmp, "wb") as file:
             np.savez(file, pose=np.asarray(self.pose), betas=np.asarray(self.betas), draws=self.draws,
@@ -190,7 +192,6 @@ def constant_from_datamodule(dm: Any) -> ConstantPrediction | None:
     A plan's index g is a position in the sampler's group concatenation: the source is
     ``sampler.sources[g]`` (sources end to end in ``sampler.source_names`` order, as the train
     ConcatIndexDataset puts them) and the row is g minus that source's first position."""
-    from gtahuman.data.index import SampleIndex
 
     specs = {spec.name: spec for spec in dm.train_sources}
     groups = []
@@ -215,7 +216,6 @@ def constant_from_datamodule(dm: Any) -> ConstantPrediction | None:
 def load_run_constant(run_dir: str | Path) -> ConstantPrediction | None:
     """The constant a run saved: ``constant_prediction.npz``, else metrics.json's
     ``constant_prediction``; None for runs from before the constant baseline."""
-    from gtahuman.rundir import METRICS_FILE
 
     run_dir = Path(run_dir)
     if (run_dir / CONSTANT_FILE).is_file():

@@ -82,7 +82,7 @@ def prepare_source(name: str, src: DictConfig, cfg: DictConfig, body_dir: Path) 
                              progress=cfg.trainer.progress_bar)
         shards_dir = None
         if cfg.data.crop_shards:  # litdata shards of the crop cache, keyed by the cache's content
-            from gtahuman.data.shards import (
+            from gtahuman.data.shards import (  # litdata (optional, slow): only with data.crop_shards
                 CropCache,
                 cache_fingerprint,
                 write_crop_shards,

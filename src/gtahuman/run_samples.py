@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from PIL import Image
 
 from gtahuman.atomic import atomic_open
 from gtahuman.body.camera import weak_perspective_to_translation
@@ -97,8 +98,6 @@ class SampleMeshes(L.Callback):
         crops, overlays = mesh_overlays(pl_module, images[: self.count].float())
         image = strip(crops, overlays)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
         with atomic_open(self.out_dir / f"step_{step:06d}.png", "wb") as handle:
             Image.fromarray(image).save(handle, format="PNG")
         log_image(trainer, "samples/predicted_mesh", image, step)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 import torch
 
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -60,8 +61,6 @@ def resume_command(cfg: Any, argv: Sequence[str] | None = None) -> tuple[str, bo
 
 def _slurm_requeue_active(trainer: L.Trainer) -> bool:
     """Lightning's SLURM environment with auto-requeue handles SIGTERM and the requeue signal."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     connector = getattr(trainer, "_accelerator_connector", None)
     environment = getattr(connector, "cluster_environment", None) or getattr(trainer.strategy, "cluster_environment",
                                                                              None)

@@ -81,16 +81,16 @@ def extra_loggers(cfg: DictConfig, run: RunDir) -> list:
     loggers = []
     for name in cfg.trainer.loggers:
         if name == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
+            from lightning.pytorch.loggers import TensorBoardLogger  # its optional package, only when asked for
 
             loggers.append(TensorBoardLogger(str(run.path), name="tensorboard", version="", default_hp_metric=False))
         elif name == "mlflow":
-            from lightning.pytorch.loggers import MLFlowLogger
+            from lightning.pytorch.loggers import MLFlowLogger  # its optional package, only when asked for
 
             loggers.append(MLFlowLogger(experiment_name=cfg.experiment, run_name=run.path.name,
                                         tracking_uri=f"file:{run.path / 'mlruns'}"))
         else:
-            from lightning.pytorch.loggers import WandbLogger
+            from lightning.pytorch.loggers import WandbLogger  # its optional package, only when asked for
 
             loggers.append(WandbLogger(project="gtahuman", name=run.path.name, save_dir=str(run.path), offline=True))
     return loggers

@@ -21,6 +21,7 @@ Shape components (one unit of beta):
 """
 from __future__ import annotations
 
+import argparse
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -181,8 +182,6 @@ def write_toy_body_assets(out_dir: str | Path, seed: int = 0, fmt: str = "npz") 
 
 
 def main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Write the toy body model assets.")
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from gtahuman.atomic import atomic_write_text
+from gtahuman.data.mixing import build_train_samplers, configured_sampler_arguments, loader_batch
 
 BUDGET_FILE = "budget.json"
 
@@ -142,7 +143,6 @@ def config_budget(cfg: Any, parts: Any) -> Budget:
     train source, in the config's order; sizes suffice unless the sampler reads a factor): the
     same samplers the data module builds, on one process. The one rule that turns a config into
     samples per source, for reports that have no data module (design, analyses of old runs)."""
-    from gtahuman.data.mixing import build_train_samplers, configured_sampler_arguments, loader_batch
 
     d, t = cfg.data, cfg.trainer
     args = configured_sampler_arguments(d, [(p.name, p.role) for p in parts])

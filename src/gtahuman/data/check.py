@@ -36,6 +36,7 @@ from gtahuman.data.draw_samples import DrawnSheet, draw_samples
 from gtahuman.data.formats.errors import DataFormatError
 from gtahuman.data.formats.safe_pickle import safe_load_npz
 from gtahuman.data.index import SampleIndex
+from gtahuman.data.prepare import load_prepared, prepare_dataset
 
 KINDS = ("gta_raw", "spin_npz", "humandata")
 IMAGE_KEYS = {"spin_npz": "imgname", "humandata": "image_path"}  # the per-sample image column
@@ -184,7 +185,6 @@ def check_index(index_dir: str | Path, *, source: str | Path | None = None, expe
                 verify_sources: bool = True) -> DatasetReport:
     """Check a prepared index (see the module docstring); never raises for a bad dataset: every
     problem lands in ``report.problems``."""
-    from gtahuman.data.prepare import load_prepared
 
     report = DatasetReport(Path(index_dir), expected=expect)
     try:
@@ -220,7 +220,6 @@ def check_source(kind: str, source: str | Path, *, body_model_dir: str | Path, n
                  image_root: str | Path | None = None, cache_dir: str | Path = ".cache/gtahuman",
                  domain: str | None = None, expect: int | None = None, progress: bool = True) -> DatasetReport:
     """Prepare ``source`` (resumable; reused when already prepared) and check the index."""
-    from gtahuman.data.prepare import prepare_dataset
 
     source = Path(source)
     name = name or (source.name if kind == "gta_raw" else source.stem)

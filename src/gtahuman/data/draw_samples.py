@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from gtahuman.body.conventions import get_names
+from gtahuman.body.smpl import BodyModel
 from gtahuman.data.index import SampleIndex
 
 TILE = 256  # tile side in pixels
@@ -89,7 +90,6 @@ class _Bodies:
 
     def pose(self, index: SampleIndex, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vertices (V, 3), smpl_54 joints (54, 3), faces) in the camera frame, no translation."""
-        from gtahuman.body.smpl import BodyModel
 
         gender = GENDERS.get(int(index["gender"][row]), "neutral")
         if gender not in self.models:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from gtahuman.data.sampler_plans import EpochSampler
 from gtahuman.data.samplers import SAMPLERS
@@ -106,7 +107,6 @@ def sampler_arguments(sampler: str, sampler_args: Mapping[str, Any], real_ratio:
 def configured_sampler_arguments(data_cfg: Any, sources: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """`sampler_arguments` for a config's ``data`` section and its train sources as (name, role),
     in order: what the data module and the budget of a config both draw with."""
-    from omegaconf import OmegaConf
 
     return sampler_arguments(data_cfg.sampler, OmegaConf.to_container(data_cfg.sampler_args, resolve=True),
                              data_cfg.real_ratio, data_cfg.mode,

@@ -22,7 +22,9 @@ from PIL import Image
 
 from gtahuman.body.assets import check_body_model_dir
 from gtahuman.body.conventions import convert_keypoints
+from gtahuman.body.part_render import self_occluded_joints
 from gtahuman.body.rotations import rot6d_to_axis_angle
+from gtahuman.body.smpl import BodyModel
 from gtahuman.data import factors
 from gtahuman.data.index import NUM_KEYPOINTS, SampleIndex
 
@@ -75,7 +77,6 @@ class BodyContext:
 
     @cached_property
     def model(self) -> torch.nn.Module:
-        from gtahuman.body.smpl import BodyModel
 
         return BodyModel(self.assets.model_dir, "neutral", assets=self.assets).to(self.device).eval()
 
@@ -119,7 +120,6 @@ class BodyContext:
         """(N,) float32 share of the 24 SMPL joints the body's own mesh hides from the camera
         (`gtahuman.body.part_render.self_occluded_joints`), for sources without visibility flags;
         NaN outside ``rows`` (bool)."""
-        from gtahuman.body.part_render import self_occluded_joints
 
         out = np.full(len(body_pose), np.nan, np.float32)
         chosen_rows = np.flatnonzero(np.ones(len(body_pose), bool) if rows is None else rows)

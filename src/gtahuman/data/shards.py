@@ -70,7 +70,7 @@ class CropShardsMismatchError(CropCacheMismatchError):
 
 def _litdata() -> Any:
     try:
-        import litdata
+        import litdata  # optional, ~1.5 s to import: only where crop shards are used
     except ImportError:
         raise ImportError("crop shards need litdata: pip install litdata") from None
     return litdata
@@ -95,7 +95,7 @@ def cache_fingerprint(cache: CropCache) -> str:
 def _refuse_inside_distributed() -> None:
     """litdata's writer names its chunks by (rank, worker) and waits for every rank's index:
     called from one rank of a process group it would wait forever."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch only where shards are written
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         raise RuntimeError("write_crop_shards: write the shards once, from a single process, before training; "
@@ -157,7 +157,7 @@ def write_crop_shards(
 def _write_items(cache: CropCache, directory: Path, chunk_bytes: int | str, progress: bool) -> None:
     """One litdata item per row, in row order, from the cache's memory-mapped files."""
     _litdata()
-    from litdata.streaming.writer import BinaryWriter
+    from litdata.streaming.writer import BinaryWriter  # optional litdata, as _litdata()
 
     blob_path = cache.directory / BLOB
     blob = np.memmap(blob_path, dtype=np.uint8, mode="r") if blob_path.stat().st_size else np.zeros(0, np.uint8)
@@ -183,7 +183,7 @@ def _read_manifest(location: str, storage_options: dict[str, Any] | None) -> dic
         text = path.read_text()
     else:
         _litdata()
-        from litdata.streaming.downloader import get_downloader
+        from litdata.streaming.downloader import get_downloader  # optional litdata, as _litdata()
 
         with tempfile.TemporaryDirectory(prefix="gtahuman_shards_") as tmp:
             local = os.path.join(tmp, SHARDS_MANIFEST)

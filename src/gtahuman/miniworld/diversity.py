@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from gtahuman.data.factors import camera_angles
+from gtahuman.miniworld.simulate import BodyModels, stage_sequence
 
 AZIMUTH_BIN_DEG, ELEVATION_BIN_DEG = 30.0, 10.0
 MIN_BIN_SHARE = 0.01  # an azimuth bin counts as covered from 1 % of the frames on
@@ -89,7 +90,6 @@ def sequence_views(global_orient: np.ndarray, transl: np.ndarray, pelvis_rest: n
 
 def plan_diversity(jobs, body_dir) -> dict[str, DomainDiversity]:
     """Stage every job of a plan (no rendering) and summarise each kind."""
-    from gtahuman.miniworld.simulate import BodyModels, stage_sequence
 
     bodies = BodyModels(body_dir)
     views: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}

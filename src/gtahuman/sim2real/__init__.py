@@ -28,7 +28,7 @@ def __getattr__(name: str):
     # The CycleGAN trainer is imported on first use, so that `python -m gtahuman.sim2real.cyclegan`
     # runs a module the package has not imported already (runpy warns about that otherwise).
     if name in ("CycleGANSystem", "train_cyclegan"):
-        from gtahuman.sim2real import cyclegan
+        from gtahuman.sim2real import cyclegan  # on first use: see the comment above
 
         return getattr(cyclegan, name)
     raise AttributeError(f"module 'gtahuman.sim2real' has no attribute '{name}'")

@@ -39,6 +39,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 
+from gtahuman.config import load_config
 from gtahuman.sim2real.data import (
     UnpairedCropDataModule,
     crop_dirs_from_config,
@@ -254,8 +255,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     args = _parse(sys.argv[1:] if argv is None else argv)
     if args.config is not None:
-        from gtahuman.config import load_config
-
         real, synthetic = crop_dirs_from_config(load_config(args.config))
     else:
         real, synthetic = args.real_crops, args.synthetic_crops

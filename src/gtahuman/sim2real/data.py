@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from gtahuman.data.crop_cache import CropCache
 from gtahuman.data.shards import CropShards
 from gtahuman.data.workers import leave_stop_signals_to_the_main_process
+from gtahuman.run_data import ensure_assets, prepare_source
 
 log = logging.getLogger(__name__)
 CropSource = CropCache | CropShards | str | os.PathLike
@@ -156,7 +157,6 @@ def crop_dirs_from_config(cfg: Any) -> tuple[list[str], list[str]]:
     Prepares them as ``train`` does (mini world, index, crop cache; all cached), so a CycleGAN
     trains on exactly the crops the HMR run of that config will read.
     """
-    from gtahuman.run_data import ensure_assets, prepare_source
 
     if not cfg.data.crop_cache:
         raise ValueError("CycleGAN from a config needs data.crop_cache=true (it trains on the crop caches)")

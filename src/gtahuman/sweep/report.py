@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +161,8 @@ def draw_heatmap(panels: list[tuple[str, np.ndarray]], notes: np.ndarray, row_pa
 
 def draw_optuna_views(study: optuna.Study, out_dir: Path, metric: str) -> tuple[dict[str, Path], dict[str, str]]:
     """Optuna's views of the study as PNGs (written, skipped with the reason)."""
-    import warnings
-
     import matplotlib.pyplot as plt  # Optuna's views draw on pyplot figures; each is closed after saving
-    from optuna.visualization import matplotlib as views
+    from optuna.visualization import matplotlib as views  # matplotlib: only when a report draws
 
     complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     written, skipped = {}, {}

@@ -26,10 +26,12 @@ from typing import Callable
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from gtahuman.atomic import atomic_write_text
 from gtahuman.config import DEFAULT_CONFIG_DIR, require_complete
 from gtahuman.rundir import LOG_FILE
+from gtahuman.run_data import build_datamodule, ensure_assets
 from gtahuman.sweep.config import example_value, experiment_config, objective_metric, storage_url, sweep_dir, \
     target_trials
 from gtahuman.sweep.objective import NotApplicable, run_trial
@@ -55,7 +57,6 @@ class WorkerResult:
 def prepare_data(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) -> None:
     """Generate and prepare the experiment's data once, under a lock in its cache dir: workers
     starting together on one machine would otherwise write the same caches at the same time."""
-    from gtahuman.run_data import build_datamodule, ensure_assets
 
     exp = experiment_config(cfg, {n: example_value(s) for n, s in cfg.space.items()}, config_dir)
     require_complete(exp)  # body.model_dir of a real-data row etc.: stop before any trial
@@ -171,6 +172,5 @@ def report_only(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) ->
 
 def _redacted(url: str) -> str:
     """The storage URL without its password (it is printed in logs)."""
-    from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)

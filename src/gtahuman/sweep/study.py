@@ -29,6 +29,8 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from gtahuman.atomic import file_lock
 from gtahuman.config import ConfigError
@@ -64,7 +66,6 @@ class RetryInterrupted(RetryHeartbeatStaleTrialCallback):
 
 # ------------------------------------------------------------------------------------ storage
 def _serialize_sqlite(engine) -> None:
-    from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection, _record) -> None:
@@ -80,7 +81,6 @@ def _serialize_sqlite(engine) -> None:
 def with_installed_driver(url: str) -> str:
     """``postgresql://`` with whichever driver is installed (psycopg 3 or psycopg2): SQLAlchemy's
     default differs between versions (2.1: psycopg, 2.0: psycopg2)."""
-    from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
     if parsed.drivername != "postgresql":
@@ -100,8 +100,6 @@ def open_storage(url: str, heartbeat_interval: int = 60, grace_period: int | Non
 
 
 def _open_storage(url: str, heartbeat_interval: int, grace_period: int | None, max_retry: int | None) -> RDBStorage:
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     kwargs = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                   heartbeat_stale_trial_callback=RetryInterrupted(max_retry=max_retry))
