@@ -34,7 +34,7 @@ from gtahuman.train_image import configured_world_size, system_arguments
 NAMES = experiment_names()
 # Mini-world studies outside the paper's tables (no real-data version), like the quickstart.
 MINI_STUDIES = {"pare_vs_hmr_real_mini", "pare_vs_hmr_bt_mini", "findings_dann_mini", "findings_unthinned_mini",
-                "findings_thinned_mini"}
+                "findings_thinned_mini", "quickstart_long_mini"}
 # Controlled real-data variants of paper rows (issue 19) and Fig. 8 (whose mini version is the
 # findings set's nested amounts): not table rows, no _mini config.
 REAL_VARIANTS = {"table2_hmr_matched", "table2_hmr_plus_matched", "table6_hmr_real_matched", "fig8_gta"}
