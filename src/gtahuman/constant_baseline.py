@@ -113,7 +113,6 @@ class ConstantPrediction:
                    int(data["draws"]), dict(data.get("draws_by_source", {})))
 
     def save(self, path: str | Path) -> None:
-
         with atomic_output(Path(path)) as tmp, open(tmp, "wb") as file:
             np.savez(file, pose=np.asarray(self.pose), betas=np.asarray(self.betas), draws=self.draws,
                      draws_by_source=json.dumps(self.draws_by_source))
@@ -192,7 +191,6 @@ def constant_from_datamodule(dm: Any) -> ConstantPrediction | None:
     A plan's index g is a position in the sampler's group concatenation: the source is
     ``sampler.sources[g]`` (sources end to end in ``sampler.source_names`` order, as the train
     ConcatIndexDataset puts them) and the row is g minus that source's first position."""
-
     specs = {spec.name: spec for spec in dm.train_sources}
     groups = []
     for key, sampler in dm.plan_samplers().items():
@@ -216,7 +214,6 @@ def constant_from_datamodule(dm: Any) -> ConstantPrediction | None:
 def load_run_constant(run_dir: str | Path) -> ConstantPrediction | None:
     """The constant a run saved: ``constant_prediction.npz``, else metrics.json's
     ``constant_prediction``; None for runs from before the constant baseline."""
-
     run_dir = Path(run_dir)
     if (run_dir / CONSTANT_FILE).is_file():
         return ConstantPrediction.load(run_dir / CONSTANT_FILE)

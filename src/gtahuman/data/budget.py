@@ -143,7 +143,6 @@ def config_budget(cfg: Any, parts: Any) -> Budget:
     train source, in the config's order; sizes suffice unless the sampler reads a factor): the
     same samplers the data module builds, on one process. The one rule that turns a config into
     samples per source, for reports that have no data module (design, analyses of old runs)."""
-
     d, t = cfg.data, cfg.trainer
     args = configured_sampler_arguments(d, [(p.name, p.role) for p in parts])
     samplers = build_train_samplers(parts, d.mode, d.sampler, args, d.epoch_length, cfg.run.seed,

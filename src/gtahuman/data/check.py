@@ -185,7 +185,6 @@ def check_index(index_dir: str | Path, *, source: str | Path | None = None, expe
                 verify_sources: bool = True) -> DatasetReport:
     """Check a prepared index (see the module docstring); never raises for a bad dataset: every
     problem lands in ``report.problems``."""
-
     report = DatasetReport(Path(index_dir), expected=expect)
     try:
         index = SampleIndex.load(index_dir, mmap=True, verify="full")
@@ -220,7 +219,6 @@ def check_source(kind: str, source: str | Path, *, body_model_dir: str | Path, n
                  image_root: str | Path | None = None, cache_dir: str | Path = ".cache/gtahuman",
                  domain: str | None = None, expect: int | None = None, progress: bool = True) -> DatasetReport:
     """Prepare ``source`` (resumable; reused when already prepared) and check the index."""
-
     source = Path(source)
     name = name or (source.name if kind == "gta_raw" else source.stem)
     out = index_dir_for(cache_dir, name, kind, source, image_root, body_model_dir)

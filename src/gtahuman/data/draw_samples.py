@@ -90,7 +90,6 @@ class _Bodies:
 
     def pose(self, index: SampleIndex, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vertices (V, 3), smpl_54 joints (54, 3), faces) in the camera frame, no translation."""
-
         gender = GENDERS.get(int(index["gender"][row]), "neutral")
         if gender not in self.models:
             self.models[gender] = BodyModel(self.model_dir, gender).eval()

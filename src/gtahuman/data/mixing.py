@@ -107,7 +107,6 @@ def sampler_arguments(sampler: str, sampler_args: Mapping[str, Any], real_ratio:
 def configured_sampler_arguments(data_cfg: Any, sources: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """`sampler_arguments` for a config's ``data`` section and its train sources as (name, role),
     in order: what the data module and the budget of a config both draw with."""
-
     return sampler_arguments(data_cfg.sampler, OmegaConf.to_container(data_cfg.sampler_args, resolve=True),
                              data_cfg.real_ratio, data_cfg.mode,
                              [(name, role, float(data_cfg.train[name].weight)) for name, role in sources])

@@ -77,7 +77,6 @@ class BodyContext:
 
     @cached_property
     def model(self) -> torch.nn.Module:
-
         return BodyModel(self.assets.model_dir, "neutral", assets=self.assets).to(self.device).eval()
 
     @property
@@ -120,7 +119,6 @@ class BodyContext:
         """(N,) float32 share of the 24 SMPL joints the body's own mesh hides from the camera
         (`gtahuman.body.part_render.self_occluded_joints`), for sources without visibility flags;
         NaN outside ``rows`` (bool)."""
-
         out = np.full(len(body_pose), np.nan, np.float32)
         chosen_rows = np.flatnonzero(np.ones(len(body_pose), bool) if rows is None else rows)
         for chosen, body in self._posed(chosen_rows, betas, body_pose, global_orient):

@@ -90,7 +90,6 @@ def sequence_views(global_orient: np.ndarray, transl: np.ndarray, pelvis_rest: n
 
 def plan_diversity(jobs, body_dir) -> dict[str, DomainDiversity]:
     """Stage every job of a plan (no rendering) and summarise each kind."""
-
     bodies = BodyModels(body_dir)
     views: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     subjects: dict[str, set[str]] = {}

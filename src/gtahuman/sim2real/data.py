@@ -157,7 +157,6 @@ def crop_dirs_from_config(cfg: Any) -> tuple[list[str], list[str]]:
     Prepares them as ``train`` does (mini world, index, crop cache; all cached), so a CycleGAN
     trains on exactly the crops the HMR run of that config will read.
     """
-
     if not cfg.data.crop_cache:
         raise ValueError("CycleGAN from a config needs data.crop_cache=true (it trains on the crop caches)")
     body_dir = ensure_assets(cfg)

@@ -57,7 +57,6 @@ class WorkerResult:
 def prepare_data(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) -> None:
     """Generate and prepare the experiment's data once, under a lock in its cache dir: workers
     starting together on one machine would otherwise write the same caches at the same time."""
-
     exp = experiment_config(cfg, {n: example_value(s) for n, s in cfg.space.items()}, config_dir)
     require_complete(exp)  # body.model_dir of a real-data row etc.: stop before any trial
     with file_lock(Path(exp.run.cache_dir) / "sweep-prepare.lock"):
@@ -172,5 +171,4 @@ def report_only(cfg: DictConfig, config_dir: Path | str = DEFAULT_CONFIG_DIR) ->
 
 def _redacted(url: str) -> str:
     """The storage URL without its password (it is printed in logs)."""
-
     return make_url(url).render_as_string(hide_password=True)

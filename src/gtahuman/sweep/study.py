@@ -81,7 +81,6 @@ def _serialize_sqlite(engine) -> None:
 def with_installed_driver(url: str) -> str:
     """``postgresql://`` with whichever driver is installed (psycopg 3 or psycopg2): SQLAlchemy's
     default differs between versions (2.1: psycopg, 2.0: psycopg2)."""
-
     parsed = make_url(url)
     if parsed.drivername != "postgresql":
         return url
