@@ -225,3 +225,50 @@ def test_procrustes_keeps_finite_samples_when_one_diverged():
     errors = M.pa_mpjpe(pred, gt)
     assert torch.isnan(errors[1])
     assert torch.allclose(errors[[0, 2]], torch.zeros(2, dtype=torch.float64), atol=1e-9)
+
+
+def _svd_rotation_and_trace(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent reference: NumPy SVD per matrix, Z = diag(1, 1, sign det(U Vᵀ)), R = V Z Uᵀ."""
+    rots, traces = [], []
+    for m in k.numpy():
+        u, s, vt = np.linalg.svd(m)
+        d = np.sign(np.linalg.det(u @ vt))
+        rots.append(vt.T @ np.diag([1.0, 1.0, d]) @ u.T)
+        traces.append(s[0] + s[1] + d * s[2])
+    return torch.from_numpy(np.stack(rots)), torch.tensor(traces, dtype=torch.float64)
+
+
+def test_procrustes_rotation_equals_the_svd_solution_on_every_kind_of_matrix():
+    gen = torch.Generator().manual_seed(11)
+    general = torch.randn(200, 3, 3, generator=gen, dtype=torch.float64)  # about half det < 0
+    u, _, vh = torch.linalg.svd(torch.randn(3, 3, 3, generator=gen, dtype=torch.float64))
+    ill = u @ torch.diag_embed(torch.tensor([[1.0, 1e-2, 1e-5], [1.0, 1.0, 1e-7], [5.0, 1e-3, 1e-3]],
+                                            dtype=torch.float64)) @ vh
+    planar = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    planar[..., 2] = 0.0  # points in a plane: K has rank 2, det 0
+    planar_k = planar.mT @ torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    k = torch.cat([general, ill, planar_k, torch.zeros(1, 3, 3, dtype=torch.float64),
+                   1e6 * general[:4], 1e-6 * general[4:8]])
+    rot, trace = M.procrustes_rotation(k)
+    ref_rot, ref_trace = _svd_rotation_and_trace(k)
+    # both paths are exercised: det > 0 rows iterate, the others fall back to the SVD
+    det = torch.linalg.det(k)
+    assert int((det > 0).sum()) >= 80 and int((det <= 0).sum()) >= 80
+    np.testing.assert_allclose(trace.numpy(), ref_trace.numpy(), rtol=1e-10, atol=1e-12)
+    well_posed = torch.ones(len(k), dtype=torch.bool)
+    well_posed[200:203] = False  # the smallest singular value decides little there: compare R K only
+    well_posed[203:] = False  # rank 2 or 0: the rotation is not unique
+    np.testing.assert_allclose(rot[well_posed].numpy(), ref_rot[well_posed].numpy(), atol=1e-9)
+    np.testing.assert_allclose(torch.linalg.det(rot).numpy(), 1.0, atol=1e-12)  # never a reflection
+    np.testing.assert_allclose((rot.mT @ rot).numpy(), np.broadcast_to(np.eye(3), rot.shape), atol=1e-12)
+
+
+def test_procrustes_rotation_keeps_the_input_dtype_and_its_gradient_matches_finite_differences():
+    gen = torch.Generator().manual_seed(12)
+    gt = torch.randn(4, 14, 3, generator=gen, dtype=torch.float64)
+    pred = (gt @ random_rotations(4, seed=13).mT + 0.2 * torch.randn(4, 14, 3, generator=gen,
+                                                                        dtype=torch.float64))
+    rot32, trace32 = M.procrustes_rotation(torch.randn(5, 3, 3, generator=gen))
+    assert rot32.dtype == trace32.dtype == torch.float32
+    pred.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: M.pa_mpjpe(p, gt), (pred,))
