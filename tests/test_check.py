@@ -120,6 +120,16 @@ def test_mini_world_check_prepares_plans_and_measures_one_batch(mini):
     assert "OK: no problems found" in text and "128 batches in all" in text
 
 
+def test_hmr_with_gradient_clipping_measures_a_step_as_the_run_would(mini):
+    # the adversarial prior optimises manually: the system clips, so the check must not hand the
+    # clip value to Lightning (which refuses it) nor call the config a problem
+    cfg, _ = mini
+    report = check(load_config([*_tiny_paths(cfg), "model.variant=hmr", "model.prior_sources=[gta]",
+                                "trainer.gradient_clip_val=1.0"]), steps=1)
+    assert report.ok, report.format()
+    assert report.step is not None and report.step.step_seconds > 0
+
+
 def test_plan_before_preparation_equals_the_plan_after(tmp_path, mini, single_thread):
     cfg, _ = mini
     world = Path(cfg.data.world_dir)

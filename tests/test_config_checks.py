@@ -116,6 +116,8 @@ BAD = [
     (["data.crop_shards=true", "data.crop_cache=false"], "data.crop_shards", "data.crop_cache=true"),
     (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "trainer.max_epochs", "never end"),
     (["optim.lr=${nope}"], "optim.lr", "resolves"),
+    (["model.variant=hmr", "model.prior_sources=[gta]", "trainer.accumulate_grad_batches=2"],
+     "trainer.accumulate_grad_batches", "1 with model.variant=hmr"),
 ]
 
 

@@ -38,6 +38,7 @@ from gtahuman.data.source_spec import SourceSpec
 from gtahuman.data.index import NUM_KEYPOINTS
 from gtahuman.data.samplers import SAMPLERS, describe
 from gtahuman.run_data import datamodule_arguments, write_prior_poses
+from gtahuman.systems.pose_prior import OPTIMISER_STEPS_PER_BATCH, uses_adversarial_prior
 from gtahuman.train_image import build_system, configured_world_size
 from gtahuman.threads import choose_threads
 
@@ -130,7 +131,7 @@ def build_plan(cfg: DictConfig, report: Any) -> Plan | None:
     accumulate = int(cfg.trainer.accumulate_grad_batches)
     total = batches * int(cfg.trainer.max_epochs)
     if int(cfg.trainer.max_steps) >= 0:  # global steps: optimiser steps, two per batch for manual hmr
-        per_step = 0.5 if cfg.model.variant == "hmr" else accumulate
+        per_step = 1 / OPTIMISER_STEPS_PER_BATCH if uses_adversarial_prior(cfg.model.variant) else accumulate
         total = min(total, int(cfg.trainer.max_steps * per_step))
     evals = {s.name: s.samples for s in report.sources if s.split in ("val", "test") and s.samples is not None}
     return Plan(world_size=world, global_batch=global_batch, per_device_batch=per_device, accumulate=accumulate,
@@ -208,7 +209,7 @@ def _loaders(cfg: DictConfig, report: Any, per_device: int, steps: int, tmp: Pat
         args = datamodule_arguments(cfg, {"train": {s.name: s.spec for s in train}})
         dm = MixedDataModule(**{**args, "batch_size": per_device}, world_size=1, rank=0)
         prior = None
-        if cfg.model.variant == "hmr":
+        if uses_adversarial_prior(cfg.model.variant):
             prior = write_prior_poses(dm, list(cfg.model.prior_sources), tmp / "prior_poses.npz")
         return dm, None, prior, "real"
     samples = SyntheticSamples(per_device * steps, int(cfg.data.img_res), max(len(train), 1))
@@ -217,7 +218,7 @@ def _loaders(cfg: DictConfig, report: Any, per_device: int, steps: int, tmp: Pat
 
         loader = CombinedLoader({"source": loader, "target": loader}, mode="max_size_cycle")
     prior = None
-    if cfg.model.variant == "hmr":  # any valid poses: only the discriminator's real samples
+    if uses_adversarial_prior(cfg.model.variant):  # any valid poses: only the discriminator's real samples
         prior = str(tmp / "prior_poses.npz")
         np.savez(prior, body_pose=np.zeros((16, 69), np.float32), betas=np.zeros((16, 10), np.float32))
     names = [s.name for s in train] or ["train"]
@@ -228,15 +229,11 @@ def measure_step(cfg: DictConfig, body_dir: Path, report: Any, steps: int = 3) -
     """A few training steps on one device (see the module docstring); problems go to ``report``."""
     world = configured_world_size(cfg)
     per_device = int(cfg.data.batch_size) // world
-    if cfg.model.variant == "hmr":  # manual optimisation: Lightning refuses both at fit time
-        refused = {"gradient_clip_val": (bool(cfg.trainer.gradient_clip_val), "null"),
-                   "accumulate_grad_batches": (cfg.trainer.accumulate_grad_batches != 1, "1")}
-        for key, (set_, off) in refused.items():
-            if set_:
-                report.problem(f"trainer.{key}", "", "cannot be used with model.variant=hmr (manual "
-                                                     f"optimisation); set trainer.{key}={off}")
-        if any(on for on, _ in refused.values()):
-            return None
+    manual = uses_adversarial_prior(cfg.model.variant)
+    if manual and cfg.trainer.accumulate_grad_batches != 1:  # Lightning refuses it at fit time
+        report.problem("trainer.accumulate_grad_batches", "", "cannot be used with model.variant="
+                       f"{cfg.model.variant} (manual optimisation); set trainer.accumulate_grad_batches=1")
+        return None
     steps = max(int(steps), 1)
     threads, why = choose_threads(cfg.trainer.threads)  # time the steps with the threads the run would use
     torch.set_num_threads(threads)
@@ -250,7 +247,8 @@ def measure_step(cfg: DictConfig, body_dir: Path, report: Any, steps: int = 3) -
             dm, loader, prior, kind = _loaders(cfg, report, per_device, steps, Path(tmp))
             system = build_system(cfg, body_dir, dm, prior, world_size=world)
             timer = _StepTimer()
-            clip = {} if cfg.trainer.gradient_clip_val is None else {
+            # As in the run: with manual optimisation the system clips (build_system hands it the value).
+            clip = {} if cfg.trainer.gradient_clip_val is None or manual else {
                 "gradient_clip_val": cfg.trainer.gradient_clip_val}
             trainer = L.Trainer(accelerator=_accelerator(cfg, report), devices=1, num_nodes=1, strategy="auto",
                                 precision=cfg.trainer.precision, max_epochs=1, limit_train_batches=steps,

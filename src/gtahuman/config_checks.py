@@ -179,6 +179,12 @@ def _check_model(c: Checks) -> None:
             and c.get("model.prior_sources")[0] and not c.value("model.prior_sources"):
         c.bad("model.prior_sources", [], "at least one train source whose SMPL poses feed the adversarial pose "
                                          "prior of model.variant=hmr")
+    if c.value("task") == "image" and c.value("model.variant") == "hmr" \
+            and c.value("trainer.accumulate_grad_batches") not in (None, 1):
+        # the adversarial prior optimises manually (systems/pose_prior.py), and Lightning accumulates
+        # automatic optimisation only: refused here rather than after the data are prepared
+        c.bad("trainer.accumulate_grad_batches", c.value("trainer.accumulate_grad_batches"),
+              "1 with model.variant=hmr (its adversarial prior optimises manually)")
 
 
 def _check_optim(c: Checks) -> None:

@@ -24,6 +24,7 @@ from gtahuman.run_callbacks import AtomicCheckpointIO, ResumableCSVLogger, StepS
 from gtahuman.run_samples import SampleMeshes
 from gtahuman.run_signals import StopOnSignal, resume_command
 from gtahuman.rundir import RunDir, create_run_dir
+from gtahuman.systems.pose_prior import uses_adversarial_prior
 from gtahuman.systems.results import gather_rows
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def build_trainer(cfg: DictConfig, run: RunDir,
                                      enable_version_counter=False))
     optional = {k: t[k] for k in ("gradient_clip_val", "val_check_interval", "limit_train_batches",
                                   "limit_val_batches") if t[k] is not None}
-    if cfg.model.variant == "hmr":  # manual optimisation: the system clips (system_arguments)
+    if uses_adversarial_prior(cfg.model.variant):  # manual optimisation: the system clips (system_arguments)
         optional.pop("gradient_clip_val", None)
     if t.val_every_steps is not None:  # an int interval counted across epochs needs the epoch rule off
         optional.update(val_check_interval=int(t.val_every_steps), check_val_every_n_epoch=None)

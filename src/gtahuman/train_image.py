@@ -47,6 +47,7 @@ from gtahuman.run_data import (
 from gtahuman.run_trainer import build_trainer, evaluate_test_sets, open_run_dir, write_predictions
 from gtahuman.rundir import attach_log, continue_requeued_job, resume_checkpoint, resume_record_callbacks
 from gtahuman.systems.hmr import HMRSystem
+from gtahuman.systems.pose_prior import uses_adversarial_prior
 from gtahuman.threads import apply_thread_policy
 
 log = logging.getLogger("gtahuman")
@@ -99,7 +100,7 @@ def system_arguments(cfg: DictConfig, body_dir: Path, train_names: list[str], pr
         batch_size=cfg.data.batch_size // world_size,
         base_batch_size=o.base_batch_size, schedule=o.schedule, milestones=list(o.milestones) or None,
         gamma=o.gamma, warmup_steps=o.warmup_steps,
-        manual_clip_norm=cfg.trainer.gradient_clip_val if m.variant == "hmr" else None,
+        manual_clip_norm=cfg.trainer.gradient_clip_val if uses_adversarial_prior(m.variant) else None,
         prior_poses_path=prior_path, init_checkpoint=m.init_checkpoint, init_format=m.init_format,
         eval_protocol=cfg.eval.protocol, eval_protocols=dict(cfg.eval.protocols) or None,
         feature_samples=m.feature_samples, **adaptation_arguments(cfg))
@@ -164,7 +165,7 @@ def train_image(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[s
     dropped = dropped_at_prepare([*dm.train_sources, *dm.val_sets.values(), *dm.test_sets.values()])
     log_dropped(dropped, logger)  # samples prepare left out (missing images, empty boxes): run.log names them
     prior = None
-    if cfg.model.variant == "hmr":  # only the adversarial prior reads them
+    if uses_adversarial_prior(cfg.model.variant):  # only the adversarial prior reads them
         prior_path = run.path / "prior_poses.npz"
         prior = write_prior_poses(dm, list(cfg.model.prior_sources), prior_path) if rank == 0 else \
             (str(prior_path) if cfg.model.prior_sources else None)

@@ -1,8 +1,9 @@
 """`HMRSystem`: HMR / HMR+ / fine-tuning / domain adaptation as one LightningModule.
 
-* ``variant='hmr'``: the original HMR with its adversarial SMPL prior (mmhuman3d's GTA recipes):
-  manual optimisation, per step first the discriminator on prior poses (real) vs detached
-  predictions (fake), then the generator with the supervised losses + the LSGAN term.
+* ``variant='hmr'``: the original HMR with its adversarial SMPL prior (mmhuman3d's GTA recipes;
+  the component `pose_prior.AdversarialPrior`): manual optimisation, per step first the
+  discriminator on prior poses (real) vs detached predictions (fake), then the generator with the
+  supervised losses + the LSGAN term.
 * ``variant='hmr_plus'``: the paper's HMR+ (no adversary; keypoint-only data carry static fits
   as SMPL labels, which is the data side's job), automatic optimisation.
 * Fine-tuning = either variant started from ``init_checkpoint`` (SPIN, mmhuman3d or suite
@@ -39,12 +40,9 @@ from gtahuman.models import (
     REGRESSORS,
     HMRHead,
     HMROutput,
-    SMPLPoseDiscriminator,
     build_backbone,
     default_mean_params,
     load_mean_params,
-    lsgan_discriminator_loss,
-    lsgan_generator_loss,
 )
 from gtahuman.config_schema import LossWeights, loss_weights_from
 from gtahuman.data.transforms import finish_images
@@ -60,7 +58,7 @@ from gtahuman.systems.optimisation import (  # noqa: F401  (effective_learning_r
     lr_schedulers,
 )
 from gtahuman.systems.pare_import import import_pare_state_dict
-from gtahuman.systems.pose_prior import load_prior_poses, sample_prior
+from gtahuman.systems.pose_prior import AdversarialPrior, uses_adversarial_prior
 
 VARIANTS = ("hmr", "hmr_plus")
 # on_after_batch_transfer finishes uint8 crops whatever the data module: Lightning's notice says what is meant
@@ -202,11 +200,13 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
             object.__setattr__(self, "head", self.regressor.head)
             feature_dim = self.regressor.feature_dim
         self.feature_dim = feature_dim  # size of forward()'s features, whatever the arch
-        self.discriminator = SMPLPoseDiscriminator() if variant == "hmr" else None
+        # The adversarial prior (its discriminator, real poses and losses) is one component;
+        # with it the system optimises manually.
+        self.discriminator = AdversarialPrior(prior_poses_path) if uses_adversarial_prior(variant) else None
         if isinstance(adaptation, str):
             adaptation = ADAPTATIONS.build(adaptation, feature_dim=feature_dim, **dict(adaptation_args or {}))
         self.adaptation = adaptation
-        self.automatic_optimization = variant != "hmr"
+        self.automatic_optimization = self.discriminator is None
         # Body models are kept out of the module tree: their ~20 MB of buffers per gender would
         # bloat every checkpoint and be broadcast by DDP each step. They move to the input's
         # device on use (see `_body`), are always float32, and are rebuilt from body_model_dir.
@@ -215,7 +215,6 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         self._bodies["neutral_joints"] = FastJoints54(self._bodies["neutral"])
         self._vertex_parts: Tensor | None = None  # PARE's rendered part labels: part of each vertex
         self._synthetic_translation = synthetic_translation  # out of the module tree: not trained, not saved
-        self._prior: tuple[Tensor, Tensor] | None = None
         self._init_applied = False
         self.init_report = None
         self._init_eval_state()
@@ -305,20 +304,15 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
         opt_g, opt_d = self.optimizers()
         # 1. Discriminator (mmhuman3d order): prior poses are real, detached predictions fake.
         fake_rotmat, fake_betas = output.rotmat[valid][:, 1:].float(), output.betas[valid].float()
-        real_rotmat, real_betas = self._sample_prior(max(int(fake_rotmat.shape[0]), 1), output.cam.device)
         self.toggle_optimizer(opt_d)
-        d_loss = lsgan_discriminator_loss(self.discriminator(real_rotmat, real_betas),
-                                          self.discriminator(fake_rotmat.detach(), fake_betas.detach()))
+        d_loss = self.discriminator.discriminator_loss(fake_rotmat, fake_betas)
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         # 2. Generator: supervised terms + make the (frozen) discriminator score us as real.
         self.toggle_optimizer(opt_g)
-        if fake_rotmat.shape[0]:
-            g_adv = lsgan_generator_loss(self.discriminator(fake_rotmat, fake_betas))
-        else:
-            g_adv = output.cam.sum() * 0.0
+        g_adv = self.discriminator.generator_loss(fake_rotmat, fake_betas)
         total = total + self.loss_weights.adversarial * g_adv
         opt_g.zero_grad()
         self.manual_backward(total)
@@ -341,17 +335,9 @@ class HMRSystem(HMRSupervisionMixin, HMREvaluationMixin, L.LightningModule):
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
                 scheduler.step()
 
-    # ------------------------------------------------------------------ adversarial prior
-
     def on_fit_start(self) -> None:
-        if self.hparams.variant == "hmr" and self._prior is None:
-            self._prior = load_prior_poses(self.hparams.prior_poses_path)
-
-    def _sample_prior(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        """n random prior samples as (body rotations (n, 23, 3, 3), betas (n, 10))."""
-        if self._prior is None:
-            self._prior = load_prior_poses(self.hparams.prior_poses_path)
-        return sample_prior(self._prior, n, device)
+        if self.discriminator is not None:
+            self.discriminator.load()  # a missing or malformed prior file fails before the first step
 
     # ------------------------------------------------------------------ setup and optimisers
 

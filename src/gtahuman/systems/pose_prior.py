@@ -1,7 +1,15 @@
-"""The adversarial prior's real samples (variant 'hmr'): SMPL poses and shapes from an npz.
+"""HMR's adversarial SMPL prior as one component (``model.variant='hmr'``).
 
-``train.write_prior_poses`` writes the file from the train sources named in
-``model.prior_sources``; the discriminator sees random rows of it as "real" each step.
+What the prior brings to a run lives here, so that nothing else names the variant:
+
+* `AdversarialPrior`: the pose discriminator (`SMPLPoseDiscriminator`, whose parameter names it
+  keeps, so checkpoints and the mmhuman3d importer read it as before), the real poses it scores
+  (SMPL poses and shapes from an npz the run writes from ``model.prior_sources``) and its two
+  LSGAN losses;
+* `uses_adversarial_prior`: what the prior asks of a run. A system with the prior optimises
+  manually (discriminator step, then generator step: `OPTIMISER_STEPS_PER_BATCH` optimiser steps
+  per batch), so it clips its own gradients (Lightning clips automatic optimisation only), and
+  the run writes the prior's poses before training.
 """
 from __future__ import annotations
 
@@ -10,6 +18,15 @@ import torch
 from torch import Tensor
 
 from gtahuman.body.rotations import axis_angle_to_matrix
+from gtahuman.models import SMPLPoseDiscriminator, lsgan_discriminator_loss, lsgan_generator_loss
+
+ADVERSARIAL_VARIANTS = frozenset({"hmr"})
+OPTIMISER_STEPS_PER_BATCH = 2  # with the prior: the discriminator's step, then the generator's
+
+
+def uses_adversarial_prior(variant: str) -> bool:
+    """Whether a model variant trains with the adversarial prior (and so optimises manually)."""
+    return variant in ADVERSARIAL_VARIANTS
 
 
 def load_prior_poses(path: str | None) -> tuple[Tensor, Tensor]:
@@ -36,3 +53,44 @@ def sample_prior(prior: tuple[Tensor, Tensor], n: int, device: torch.device) -> 
     index = torch.randint(pose.shape[0], (n,))
     rotmat = axis_angle_to_matrix(pose[index].reshape(n, 23, 3))
     return rotmat.to(device), betas[index].to(device)
+
+
+class AdversarialPrior(SMPLPoseDiscriminator):
+    """The discriminator with the real poses it is shown and its losses.
+
+    The poses are read on first use (or by `load`, which the system calls when fitting starts, so
+    a missing file fails before the first step) and are not part of the state dict: a checkpoint
+    holds the discriminator's weights and the file's path, as a hyper-parameter of the system.
+    """
+
+    def __init__(self, prior_poses_path: str | None) -> None:
+        super().__init__()
+        self.prior_poses_path = prior_poses_path
+        self._poses: tuple[Tensor, Tensor] | None = None
+
+    def load(self) -> None:
+        if self._poses is None:
+            self._poses = load_prior_poses(self.prior_poses_path)
+
+    def real_samples(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """n random prior samples as (body rotations (n, 23, 3, 3), betas (n, 10))."""
+        self.load()
+        assert self._poses is not None
+        return sample_prior(self._poses, n, device)
+
+    def discriminator_loss(self, fake_rotmat: Tensor, fake_betas: Tensor) -> Tensor:
+        """LSGAN loss of the discriminator: as many prior poses (real; at least one) as there are
+        predictions (fake, detached here: this step trains the discriminator only). A batch
+        without valid predictions trains it on the real half alone."""
+        real_rotmat, real_betas = self.real_samples(max(int(fake_rotmat.shape[0]), 1), fake_rotmat.device)
+        real_scores = self(real_rotmat, real_betas)
+        if fake_rotmat.shape[0] == 0:
+            return ((real_scores - 1.0) ** 2).mean()
+        return lsgan_discriminator_loss(real_scores, self(fake_rotmat.detach(), fake_betas.detach()))
+
+    def generator_loss(self, fake_rotmat: Tensor, fake_betas: Tensor) -> Tensor:
+        """LSGAN loss of the generator: the predictions should be scored as real. A batch without
+        valid predictions gives a zero that is still part of the generator's graph."""
+        if fake_rotmat.shape[0] == 0:
+            return fake_betas.sum() * 0.0
+        return lsgan_generator_loss(self(fake_rotmat, fake_betas))
