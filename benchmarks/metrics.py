@@ -6,13 +6,14 @@ plain alternative) and a per-sample NumPy loop (what SPIN's evaluation does), on
 
 35,515 frames is the 3DPW test size (14 evaluation joints). A share of the predictions
 (``--mirrored``) are mirror images of their ground truth, whose best rotation needs the reflection
-fix: the suite's batched call takes its SVD path for those rows, so the timing includes it. Both NumPy versions are separate,
-straightforward implementations (one SVD per frame, stacked or looped), so the run also checks
-that all three agree. Every side gets one warm-up call and the best of ``--repeats`` timed calls;
-torch runs with ``--threads`` intra-op threads (default 1) and NumPy's BLAS with whatever
-OMP_NUM_THREADS says (set it to the same number: the ratio is only like for like then). Prints one
-`name: value` line per figure, `ratio` last: batched NumPy seconds / batched torch seconds (float64
-on both). Exits non-zero if the results disagree.
+fix: the suite's batched call takes its SVD path for those rows, so the timing includes it. Both
+NumPy versions are separate, straightforward implementations (one SVD per frame, stacked or
+looped), and ``torch_svd`` is the suite's previous batched path (one LAPACK SVD per frame), so the
+run also checks that all four agree. Every side gets one warm-up call and the best of
+``--repeats`` timed calls; torch runs with ``--threads`` intra-op threads (default 1) and NumPy's
+BLAS with whatever OMP_NUM_THREADS says (set it to the same number: the ratio is only like for
+like then). Prints one `name: value` line per figure, `ratio` last: batched NumPy seconds /
+batched torch seconds (float64 on both). Exits non-zero if the results disagree.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from gtahuman.metrics import pa_mpjpe
+from gtahuman.metrics import kabsch_rotation, pa_mpjpe
 
 AGREEMENT_TOLERANCE_MM = 1e-6  # float64 on both sides
 
@@ -77,6 +78,15 @@ def numpy_pa_mpjpe_batched(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.linalg.norm(s[:, None, None] * rotated - b, axis=2).mean(axis=1)
 
 
+def torch_svd_pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The suite's previous batched path: one LAPACK SVD per frame (torch.linalg.svd on the
+    stack), for the same alignment; `pa_mpjpe` now iterates to the polar factor instead."""
+    x1, x2 = pred - pred.mean(dim=1, keepdim=True), gt - gt.mean(dim=1, keepdim=True)
+    rot, singular, sign = kabsch_rotation(x1.mT @ x2)
+    scale = (singular[:, 0] + singular[:, 1] + sign * singular[:, 2]) / x1.square().sum(dim=(1, 2))
+    return (scale[:, None, None] * (x1 @ rot.mT) - x2).norm(dim=-1).mean(dim=1)
+
+
 def time_best(call, repeats: int, cuda: bool = False) -> tuple[float, object]:
     """Best wall time of ``repeats`` calls of ``call()`` after one warm-up call (every side alike)."""
     result = call()
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda = pred.is_cuda
     batched_s, batched = time_best(lambda: pa_mpjpe(pred, gt), args.repeats, cuda)
+    svd_s, svd = time_best(lambda: torch_svd_pa_mpjpe(pred, gt), args.repeats, cuda)
     pred32, gt32 = pred.float(), gt.float()
     batched32_s, batched32 = time_best(lambda: pa_mpjpe(pred32, gt32), args.repeats, cuda)
     numpy_s, numpy_batched = time_best(lambda: numpy_pa_mpjpe_batched(pred_np, gt_np), args.repeats)
@@ -118,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     batched_mm = batched.cpu().numpy() * 1000.0
     max_diff_mm = float(max(np.abs(batched_mm - looped * 1000.0).max(),
-                            np.abs(numpy_batched * 1000.0 - looped * 1000.0).max()))
+                            np.abs(numpy_batched * 1000.0 - looped * 1000.0).max(),
+                            np.abs(svd.cpu().numpy() * 1000.0 - looped * 1000.0).max()))
     max_diff32_mm = float(np.abs(batched32.cpu().double().numpy() * 1000.0 - looped * 1000.0).max())
     figures = {
         "frames": args.frames,
@@ -129,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         "pa_mpjpe_mean_mm": f"{batched_mm.mean():.4f}",
         "batched_float64_seconds": f"{batched_s:.6f}",
         "batched_float32_seconds": f"{batched32_s:.6f}",
+        "torch_svd_seconds": f"{svd_s:.6f}",
         "numpy_batched_seconds": f"{numpy_s:.6f}",
         "numpy_loop_seconds": f"{loop_s:.6f}",
         "loop_over_torch": f"{loop_s / batched_s:.1f}",
+        "torch_svd_over_torch": f"{svd_s / batched_s:.2f}",
         "max_abs_diff_mm": f"{max_diff_mm:.3e}",
         "max_abs_diff_float32_mm": f"{max_diff32_mm:.3e}",
         "ratio": f"{numpy_s / batched_s:.2f}",  # batched NumPy / batched torch, float64 both: like for like
