@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from gtahuman.body.conventions import joint_index
 from gtahuman.data.formats import gta_raw
@@ -23,6 +23,16 @@ from gtahuman.data.formats.spin_npz import read_spin_npz
 from gtahuman.miniworld.world import generate_world
 
 TILE_HEIGHT, PORTRAIT_HEIGHT, COLUMNS = 200, 300, 4
+# The README shows the picture at about 0.6x (1,436 px wide into ~880): text is drawn at a size
+# that stays readable there (PIL's default bitmap font, 11 px, became 6-7 px).
+LABEL_FONT_PX, TILE_FONT_PX = 26, 20
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # FreeType build of Pillow: a scalable font
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
 LIMBS = [("right_ankle", "right_knee"), ("right_knee", "right_hip_extra"), ("left_ankle", "left_knee"),
          ("left_knee", "left_hip_extra"), ("right_hip_extra", "left_hip_extra"), ("right_wrist", "right_elbow"),
          ("right_elbow", "right_shoulder"), ("left_wrist", "left_elbow"), ("left_elbow", "left_shoulder"),
@@ -64,7 +74,7 @@ def spin_tiles(npz: Path, image_root: Path, count: int, height: int) -> list[Ima
                 draw.line([tuple(part[ia, :2] * k), tuple(part[ib, :2] * k)], fill=(40, 230, 60, 110), width=1)
         for x, y, visible in part:
             if visible > 0:
-                draw.ellipse([x * k - 1.5, y * k - 1.5, x * k + 1.5, y * k + 1.5], fill=(40, 255, 80, 190))
+                draw.ellipse([x * k - 2.0, y * k - 2.0, x * k + 2.0, y * k + 2.0], fill=(40, 255, 80, 190))
         tiles.append(_flatten(tile, layer))
     return tiles
 
@@ -86,19 +96,20 @@ def gta_tiles(root: Path, count: int, height: int) -> list[Image.Image]:
             draw.rectangle([x - 0.5, y - 0.5, x + 0.5, y + 0.5], fill=colour)
         x, y, w, h = seq.bbox_xywh[frame] * k
         draw.rectangle([x, y, x + w, y + h], outline=(255, 220, 0, 200))
-        draw.text((4, 4), f"{seq.weather} {seq.daytime[0]:02d}:{seq.daytime[1]:02d}", fill=(255, 255, 255, 255))
+        draw.text((5, 3), f"{seq.weather} {seq.daytime[0]:02d}:{seq.daytime[1]:02d}", fill=(255, 255, 255, 255),
+                  font=_font(TILE_FONT_PX), stroke_width=2, stroke_fill=(0, 0, 0, 255))
         tiles.append(_flatten(tile, layer))
     return tiles
 
 
 def compose(rows: list[tuple[str, list[Image.Image]]]) -> Image.Image:
-    label_height, gap = 18, 4
+    label_height, gap, font = LABEL_FONT_PX + 10, 4, _font(LABEL_FONT_PX)
     width = max(sum(t.width for t in tiles) + gap * (len(tiles) - 1) for _, tiles in rows)
     height = sum(label_height + max(t.height for t in tiles) + gap for _, tiles in rows)
     canvas = Image.new("RGB", (width, height), (25, 25, 28))
     draw, y = ImageDraw.Draw(canvas), 0
     for label, tiles in rows:
-        draw.text((4, y + 3), label, fill=(255, 255, 255))
+        draw.text((6, y + 4), label, fill=(255, 255, 255), font=font)
         y += label_height
         x = 0
         for tile in tiles:
@@ -118,13 +129,13 @@ def main() -> None:
     world_dir = args.world_dir or f".cache/gtahuman/miniworld/{args.size}-seed{args.seed}"
     paths = generate_world(world_dir, args.size, args.seed)
     rows = [
-        ("real_indoor (SPIN npz, like H36M): smpl_24 part", spin_tiles(paths.real_indoor_train, paths.real_indoor_root,
+        ("real_indoor: studio, SPIN npz (like H36M), smpl_24 joints", spin_tiles(paths.real_indoor_train, paths.real_indoor_root,
                                                                         COLUMNS, TILE_HEIGHT)),
-        ("real_kp (SPIN npz, 2D only, like LSP/COCO)", spin_tiles(paths.real_kp_train, paths.real_indoor_root,
+        ("real_kp: outdoor photos, 2D keypoints only (like LSP / COCO)", spin_tiles(paths.real_kp_train, paths.real_indoor_root,
                                                                   COLUMNS, TILE_HEIGHT)),
-        ("gta (raw GTA-Human): game joints green visible / blue self_occ / red occ; yellow bbox_xywh",
+        ("gta: raw GTA-Human; joints green visible, blue self-occluded, red occluded; box yellow",
          gta_tiles(paths.gta_root, 2 * COLUMNS, TILE_HEIGHT)),
-        ("wild test (SPIN npz, like 3DPW; moving camera)", spin_tiles(paths.wild_test, paths.wild_root, 7,
+        ("wild_test: SPIN npz (like 3DPW), moving camera", spin_tiles(paths.wild_test, paths.wild_root, 7,
                                                                       PORTRAIT_HEIGHT)),
     ]
     rows = rows[:2] + [(rows[2][0], rows[2][1][:COLUMNS]), ("gta (more)", rows[2][1][COLUMNS:])] + rows[3:]
