@@ -103,7 +103,8 @@ def procrustes_rotation(k: Tensor) -> tuple[Tensor, Tensor]:
     rms_singular = x.square().sum(dim=(0, 1)).sqrt() / 3**0.5
     polar = _cofactor(x)[1] > _POLAR_MIN_DET * rms_singular**3
     # The other rows iterate from the identity, a fixed point, and are replaced below.
-    x = torch.where(polar, x / torch.where(polar, rms_singular, 1.0), torch.eye(3, dtype=x.dtype)[..., None])
+    identity = torch.eye(3, dtype=x.dtype, device=x.device)[..., None]
+    x = torch.where(polar, x / torch.where(polar, rms_singular, 1.0), identity)
     tolerance = 3 * (8 * torch.finfo(x.dtype).eps) ** 2  # squared change, for ‖X‖² → 3
     converged = ~polar
     for _ in range(_POLAR_MAX_ITERATIONS):
