@@ -130,8 +130,9 @@ def similarity_procrustes(pred: Tensor, gt: Tensor, mask: Tensor | None = None) 
 
     Per sample: centre both sets; K = X1ᵀ·X2 (3x3, X1 = centred pred rows); SVD K = U S Vᵀ;
     Z = diag(1, 1, sign(det(U Vᵀ))) so R is a rotation, never a reflection; R = V Z Uᵀ (computed
-    by `procrustes_rotation`, which equals this to float64 precision); s = trace(R K) / ‖X1‖²_F; t = μ_gt − s R μ_pred; returns s R p + t. With a mask only the
-    valid joints enter the fit (all joints are transformed).
+    by `procrustes_rotation`, which equals this to float64 precision); s = trace(R K) / ‖X1‖²_F;
+    t = μ_gt − s R μ_pred; returns s R p + t. With a mask only the valid joints enter the fit (all
+    joints are transformed).
     """
     pred, gt = check_pair(pred, gt)
     w = joint_weights(mask, pred)
